@@ -1,0 +1,72 @@
+"""The command line every service has: `serve`, `migrate`, plus commands of its own (e.g. `seed`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from saga_common.db import ensure_database
+from saga_common.migrations import upgrade
+from saga_common.settings import ServiceSettings, redact_url
+
+
+def service_cli(
+    *,
+    prog: str,
+    settings_factory: Callable[[], ServiceSettings],
+    app_factory: str,
+    migrations_dir: Path,
+    extra_commands: dict[str, tuple[str, Callable[[ServiceSettings], None]]] | None = None,
+) -> Callable[[list[str] | None], None]:
+    """Build the service's console-script entry point."""
+
+    def main(argv: list[str] | None = None) -> None:
+        parser = argparse.ArgumentParser(prog=prog, description=f"Run and manage the {prog}.")
+        sub = parser.add_subparsers(dest="command", required=True)
+        serve = sub.add_parser("serve", help="run the HTTP API, the consumer and the outbox relay")
+        serve.add_argument("--host", help="overrides SAGA_HTTP_HOST")
+        serve.add_argument("--port", type=int, help="overrides SAGA_HTTP_PORT")
+        migrate = sub.add_parser("migrate", help="create the database if missing and apply the migrations")
+        migrate.add_argument("--no-create", action="store_true", help="do not create the database")
+        for name, (help_text, _) in (extra_commands or {}).items():
+            sub.add_parser(name, help=help_text)
+        args = parser.parse_args(argv)
+
+        try:
+            settings = settings_factory()
+        except ValidationError as exc:
+            sys.exit(f"{prog}: invalid configuration:\n{exc}")
+
+        if args.command == "serve":
+            _serve(settings, app_factory, args.host, args.port)
+        elif args.command == "migrate":
+            if not args.no_create and asyncio.run(ensure_database(settings.database_url)):
+                print(f"{prog}: created database {redact_url(settings.database_url)}")
+            upgrade(migrations_dir, settings.database_url)
+            print(f"{prog}: migrations applied to {redact_url(settings.database_url)}")
+        else:
+            (extra_commands or {})[args.command][1](settings)
+
+    return main
+
+
+def _serve(settings: ServiceSettings, app_factory: str, host: str | None, port: int | None) -> None:
+    import uvicorn
+
+    uvicorn.run(
+        app_factory,
+        factory=True,
+        host=host or settings.http_host,
+        port=port or settings.http_port,
+        log_config=None,  # the app installs JSON logging itself
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.drain_timeout_s) + 5,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+    )

@@ -1,0 +1,238 @@
+"""The idempotent consumer: decode, deduplicate, handle in one transaction, acknowledge.
+
+What happens to a delivery:
+  - it cannot be decoded (not JSON, unknown or foreign type, wrong version, missing fields, too large):
+    dead-lettered at once, reason in its headers; the messages behind it flow on;
+  - its id is already in the inbox: acknowledged, nothing else (a duplicate);
+  - its handler fails: if the database does not answer a probe right after, it is an outage and not the
+    message's fault, so it waits in the shortest delay queue without using up an attempt; otherwise it
+    goes to the delay queue of its attempt, and after `max_attempts` to the dead-letter queue;
+  - it crashes the process again and again: the broker dead-letters it after `x-delivery-limit`.
+A retry or dead-letter copy is acknowledged only after the broker confirmed the copy, so a crash in between
+yields a duplicate (deduplicated), never a loss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
+
+from saga_common import inbox, metrics, tracing
+from saga_common.broker import Broker, Session
+from saga_common.logs import current_order_id
+from saga_common.messages import Event, PoisonMessage, decode
+from saga_common.topology import ServiceQueues
+from saga_common.unit_of_work import Transaction, UnitOfWork
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Transaction, Any], Awaitable[None]]
+
+# Headers this project adds to retried and dead-lettered copies.
+ATTEMPT_HEADER = "x-saga-attempt"
+ROUTING_KEY_HEADER = "x-saga-routing-key"
+REASON_HEADER = "x-saga-dead-letter-reason"
+CATEGORY_HEADER = "x-saga-dead-letter-category"
+SOURCE_QUEUE_HEADER = "x-saga-source-queue"
+DEAD_LETTERED_AT_HEADER = "x-saga-dead-lettered-at"
+
+
+def original_routing_key(message: AbstractIncomingMessage) -> str:
+    """Copies coming back from a delay queue carry the queue name as routing key; the header keeps the real one."""
+    headers = message.headers or {}
+    return str(headers.get(ROUTING_KEY_HEADER) or message.routing_key or "")
+
+
+class Consumer:
+    def __init__(
+        self,
+        *,
+        queues: ServiceQueues,
+        handlers: dict[str, Handler],
+        uow: UnitOfWork,
+        broker: Broker,
+        database_reachable: Callable[[], Awaitable[bool]],
+        max_attempts: int,
+        max_message_bytes: int,
+        trace_as_link: bool = False,
+    ) -> None:
+        self._queues = queues
+        self._handlers = handlers
+        self._uow = uow
+        self._broker = broker
+        self._database_reachable = database_reachable
+        self._max_attempts = max_attempts
+        self._max_message_bytes = max_message_bytes
+        self._trace_as_link = trace_as_link
+        self._session: Session | None = None
+        self._queue: AbstractQueue | None = None
+        self._consumer_tag: str | None = None
+        self._inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._stopped = False
+
+    @property
+    def is_consuming(self) -> bool:
+        return (
+            self._session is not None
+            and self._consumer_tag is not None
+            and self._broker.current_session is self._session
+        )
+
+    async def attach(self, session: Session) -> None:
+        """Broker subscriber: start consuming on every new connection."""
+        if self._stopped:
+            return
+        queue = await session.consume_channel.get_queue(self._queues.work, ensure=False)
+        self._session, self._queue = session, queue
+        self._consumer_tag = await queue.consume(self._on_message)
+        log.info("consuming %s", self._queues.work)
+
+    async def stop(self, drain_timeout_s: float) -> None:
+        """Stop taking deliveries and wait (bounded) for the ones in hand to finish."""
+        self._stopped = True
+        queue, tag = self._queue, self._consumer_tag
+        self._consumer_tag = None
+        if queue is not None and tag is not None:
+            try:
+                await asyncio.wait_for(queue.cancel(tag), 5)
+            except Exception:  # noqa: BLE001 - the channel may be gone already; unacked messages get requeued
+                pass
+        try:
+            await asyncio.wait_for(self._idle.wait(), drain_timeout_s)
+        except TimeoutError:
+            log.warning("drain timed out with %d messages in flight; the broker will redeliver them", self._inflight)
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        self._inflight += 1
+        self._idle.clear()
+        try:
+            await self._process(message)
+        except Exception:
+            log.exception("unexpected failure handling message %s", message.message_id)
+        finally:
+            self._inflight -= 1
+            if self._inflight == 0:
+                self._idle.set()
+
+    async def _process(self, message: AbstractIncomingMessage) -> None:
+        started = time.perf_counter()
+        try:
+            event = decode(message.body, max_bytes=self._max_message_bytes)
+        except PoisonMessage as poison:
+            await self._dead_letter(message, poison, message.type or "unknown")
+            return
+        handler = self._handlers.get(event.type)
+        if handler is None:
+            poison = PoisonMessage(f"{event.type} is not a message {self._queues.service} consumes", "unknown_type")
+            await self._dead_letter(message, poison, event.type)
+            return
+
+        token = current_order_id.set(event.order_id)
+        try:
+            with tracing.consume_span(
+                exchange=self._uow.exchange,
+                routing_key=event.routing_key,
+                message_id=str(event.message_id),
+                order_id=event.order_id,
+                queue=self._queues.work,
+                headers=message.headers,
+                as_link=self._trace_as_link,
+            ) as span:
+                try:
+                    duplicate = await self._handle(handler, event)
+                except PoisonMessage as poison:
+                    await self._dead_letter(message, poison, event.type)
+                    return
+                except Exception as exc:  # noqa: BLE001 - classified below
+                    tracing.mark_error(span, exc)
+                    await self._retry_or_dead_letter(message, event, exc)
+                    return
+                result = "duplicate" if duplicate else "processed"
+                span.set_attribute("saga.consume_result", result)
+                await _settle(message.ack())
+                metrics.MESSAGES_CONSUMED.labels(event.type, result).inc()
+                metrics.MESSAGE_HANDLING.labels(event.type).observe(time.perf_counter() - started)
+        finally:
+            current_order_id.reset(token)
+
+    async def _handle(self, handler: Handler, event: Event) -> bool:
+        """Run the handler and record the message id in one transaction; True when it was a duplicate."""
+        async with self._uow.begin() as tx:
+            if not await inbox.record(tx.conn, event):
+                return True
+            await handler(tx, event)
+        return False
+
+    async def _retry_or_dead_letter(self, message: AbstractIncomingMessage, event: Event, exc: Exception) -> None:
+        attempt = int((message.headers or {}).get(ATTEMPT_HEADER, 0) or 0)
+        if not await self._database_reachable():
+            log.warning("database unreachable while handling %s; it waits for the next try: %s", event.type, exc)
+            await self._republish(message, self._queues.retry_for_attempt(1), {ATTEMPT_HEADER: attempt}, "retried")
+            return
+        attempt += 1
+        if attempt >= self._max_attempts:
+            poison = PoisonMessage(f"failed {attempt} times, last error: {type(exc).__name__}: {exc}", "max_attempts")
+            await self._dead_letter(message, poison, event.type)
+            return
+        log.warning("handling %s failed (attempt %d of %d), retrying: %r", event.type, attempt, self._max_attempts, exc)
+        await self._republish(message, self._queues.retry_for_attempt(attempt), {ATTEMPT_HEADER: attempt}, "retried")
+
+    async def _dead_letter(self, message: AbstractIncomingMessage, poison: PoisonMessage, message_type: str) -> None:
+        log.error("dead-lettering message %s (%s): %s", message.message_id, message_type, poison.reason)
+        extra = {
+            REASON_HEADER: poison.reason[:1000],
+            CATEGORY_HEADER: poison.category,
+            SOURCE_QUEUE_HEADER: self._queues.work,
+            DEAD_LETTERED_AT_HEADER: datetime.now(UTC).isoformat(),
+        }
+        if await self._republish(message, self._queues.dead_letter, extra, "dead_lettered", message_type):
+            metrics.MESSAGES_DEAD_LETTERED.labels(message_type, poison.category).inc()
+
+    async def _republish(
+        self,
+        message: AbstractIncomingMessage,
+        queue: str,
+        extra_headers: dict[str, Any],
+        result: str,
+        message_type: str | None = None,
+    ) -> bool:
+        """Copy the message to `queue` (through the default exchange), then ack the original."""
+        headers = dict(message.headers or {})
+        headers[ROUTING_KEY_HEADER] = original_routing_key(message)
+        headers.update(extra_headers)
+        copy = aio_pika.Message(
+            message.body,
+            headers=headers,
+            message_id=message.message_id,
+            correlation_id=message.correlation_id,
+            type=message.type,
+            content_type=message.content_type,
+            timestamp=message.timestamp,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        )
+        try:
+            await self._broker.session.default_exchange.publish(copy, routing_key=queue, mandatory=True, timeout=10)
+        except Exception as exc:  # noqa: BLE001 - cannot park it: give it back to the broker
+            log.warning("could not move message %s to %s (%s); requeueing it", message.message_id, queue, exc)
+            await _settle(message.nack(requeue=True))
+            return False
+        await _settle(message.ack())
+        metrics.MESSAGES_CONSUMED.labels(message_type or message.type or "unknown", result).inc()
+        return True
+
+
+async def _settle(operation: Awaitable[None]) -> None:
+    """Ack/nack on a channel that died meanwhile fails; the broker redelivers and the inbox deduplicates."""
+    try:
+        await operation
+    except Exception as exc:  # noqa: BLE001
+        log.info("could not settle a delivery (%s); it will be redelivered", exc)

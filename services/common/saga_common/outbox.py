@@ -1,0 +1,261 @@
+"""Transactional outbox: events are rows written in the business transaction; a relay publishes them.
+
+Writer: `write_events()` inserts the rows, each with the W3C trace context of its "create" span, inside
+the caller's transaction. A statement-level trigger NOTIFYs channel `outbox` on commit.
+
+Relay: wakes on that NOTIFY (or every `poll_interval` as a fallback), locks a batch of unsent rows with
+`FOR UPDATE SKIP LOCKED` (so replicas share the work), publishes them all with publisher confirms in
+flight together, then marks the confirmed ones sent in one UPDATE and commits. A crash after the publish
+and before the commit publishes those rows again: consumers deduplicate by message id (the inbox).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import aio_pika
+import asyncpg
+import orjson
+from opentelemetry import context as otel_context
+from opentelemetry.trace import Link
+from sqlalchemy import BigInteger, Column, DateTime, Identity, Index, MetaData, Table, Text, func, text
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from saga_common import metrics, tracing
+from saga_common.broker import Broker, BrokerUnavailable, Session
+from saga_common.messages import Event
+from saga_common.settings import to_libpq_url
+
+log = logging.getLogger(__name__)
+
+NOTIFY_CHANNEL = "outbox"
+
+
+def outbox_table(metadata: MetaData) -> Table:
+    return Table(
+        "outbox",
+        metadata,
+        Column("id", UUID(as_uuid=True), primary_key=True, comment="= the message_id"),
+        Column("seq", BigInteger, Identity(), nullable=False, comment="publish order"),
+        Column("routing_key", Text, nullable=False),
+        Column("order_id", BigInteger, nullable=False),
+        Column("payload", JSONB, nullable=False),
+        Column("headers", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+        Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        Column("published_at", DateTime(timezone=True)),
+        Index("ix_outbox_unsent", "seq", postgresql_where=text("published_at IS NULL")),
+        Index("ix_outbox_order_id", "order_id"),
+        Index("ix_outbox_published_at", "published_at", postgresql_where=text("published_at IS NOT NULL")),
+    )
+
+
+# Run by each service's first migration, after the table exists.
+NOTIFY_TRIGGER_DDL = (
+    f"""
+    CREATE FUNCTION outbox_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_notify('{NOTIFY_CHANNEL}', '');
+        RETURN NULL;
+    END $$
+    """,
+    "CREATE TRIGGER outbox_notify AFTER INSERT ON outbox FOR EACH STATEMENT EXECUTE FUNCTION outbox_notify()",
+)
+DROP_NOTIFY_TRIGGER_DDL = (
+    "DROP TRIGGER IF EXISTS outbox_notify ON outbox",
+    "DROP FUNCTION IF EXISTS outbox_notify()",
+)
+
+_INSERT = text(
+    "INSERT INTO outbox (id, routing_key, order_id, payload, headers) "
+    "VALUES (:id, :routing_key, :order_id, CAST(:payload AS jsonb), CAST(:headers AS jsonb))"
+)
+
+
+class PendingEvent:
+    """An event emitted in a transaction, with the trace context it should continue."""
+
+    __slots__ = ("event", "links", "parent")
+
+    def __init__(self, event: Event, parent: otel_context.Context | None, links: Sequence[Link]) -> None:
+        self.event = event
+        self.parent = parent
+        self.links = links
+
+
+async def write_events(conn: AsyncConnection, pending: Sequence[PendingEvent], *, exchange: str) -> None:
+    if not pending:
+        return
+    spans = []
+    rows = []
+    for item in pending:
+        event = item.event
+        headers: dict[str, str] = {}
+        if tracing.tracing_enabled():
+            span = tracing.start_create_span(
+                exchange=exchange,
+                routing_key=event.routing_key,
+                message_id=str(event.message_id),
+                order_id=event.order_id,
+                parent=item.parent,
+                links=item.links,
+            )
+            tracing.inject_into(span, headers)
+            spans.append(span)
+        rows.append(
+            {
+                "id": event.message_id,
+                "routing_key": event.routing_key,
+                "order_id": event.order_id,
+                "payload": event.to_json().decode(),
+                "headers": orjson.dumps(headers).decode(),
+            }
+        )
+    try:
+        await conn.execute(_INSERT, rows)
+    finally:
+        for span in spans:
+            span.end()
+
+
+_SELECT_BATCH = text(
+    "SELECT id, routing_key, order_id, payload::text AS body, headers::text AS headers, created_at "
+    "FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT :limit FOR UPDATE SKIP LOCKED"
+)
+_MARK_SENT = text("UPDATE outbox SET published_at = now() WHERE id = ANY(CAST(:ids AS uuid[]))")
+_BACKLOG = text(
+    "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0) FROM outbox WHERE published_at IS NULL"
+)
+
+
+class OutboxRelay:
+    def __init__(
+        self, engine: AsyncEngine, broker: Broker, *, database_url: str, batch_size: int, poll_interval_s: float
+    ) -> None:
+        self._engine = engine
+        self._broker = broker
+        self._dsn = to_libpq_url(database_url)
+        self._batch_size = batch_size
+        self._poll_interval_s = poll_interval_s
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self.published = 0
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        listener = asyncio.create_task(self._listen(), name="outbox-listen")
+        backoff = 0.05
+        try:
+            while not self._stopping:
+                # Clear before reading: a NOTIFY that lands while we publish wakes the next round.
+                self._wake.clear()
+                try:
+                    sent = await self.publish_batch()
+                    backoff = 0.05
+                except BrokerUnavailable:
+                    await self._sleep_or_wake(backoff)
+                    backoff = min(backoff * 2, 2.0)
+                    continue
+                except Exception as exc:  # noqa: BLE001 - database or broker trouble: keep the rows, retry
+                    log.warning("outbox relay round failed, will retry: %s", exc or type(exc).__name__)
+                    await self._sleep_or_wake(backoff)
+                    backoff = min(backoff * 2, 2.0)
+                    continue
+                if sent < self._batch_size:
+                    await self._sleep_or_wake(self._poll_interval_s)
+        finally:
+            listener.cancel()
+
+    async def _sleep_or_wake(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        except TimeoutError:
+            pass
+
+    async def publish_batch(self) -> int:
+        """Publish one batch of unsent rows; return how many were confirmed and marked sent."""
+        async with self._engine.begin() as conn:
+            rows = (await conn.execute(_SELECT_BATCH, {"limit": self._batch_size})).all()
+            if not rows:
+                return 0
+            session = self._broker.session
+            results = await asyncio.gather(*(self._publish(session, row) for row in rows), return_exceptions=True)
+            sent_ids = [row.id for row, result in zip(rows, results, strict=True) if result is None]
+            if sent_ids:
+                await conn.execute(_MARK_SENT, {"ids": sent_ids})
+        failures = [result for result in results if result is not None]
+        self.published += len(sent_ids)
+        if failures:
+            raise RuntimeError(f"{len(failures)} of {len(rows)} publishes failed, first: {failures[0]!r}")
+        return len(sent_ids)
+
+    async def _publish(self, session: Session, row: Any) -> None:
+        headers: dict[str, Any] = orjson.loads(row.headers)
+        span = None
+        if tracing.tracing_enabled():
+            span = tracing.start_publish_span(
+                exchange=session.exchange.name,
+                routing_key=row.routing_key,
+                message_id=str(row.id),
+                order_id=row.order_id,
+                stored_headers=headers,
+            )
+            tracing.inject_into(span, headers)
+        message = aio_pika.Message(
+            row.body.encode(),
+            message_id=str(row.id),
+            type=row.routing_key,
+            correlation_id=str(row.order_id),
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            headers=headers,
+            timestamp=row.created_at,
+        )
+        try:
+            await session.exchange.publish(message, routing_key=row.routing_key, mandatory=True, timeout=10)
+        except Exception as exc:
+            metrics.MESSAGES_PUBLISHED.labels(row.routing_key, "error").inc()
+            if span is not None:
+                tracing.mark_error(span, exc)
+            raise
+        finally:
+            if span is not None:
+                span.end()
+        metrics.MESSAGES_PUBLISHED.labels(row.routing_key, "ok").inc()
+        metrics.OUTBOX_PUBLISH_LAG.observe(max(0.0, (datetime.now(UTC) - row.created_at).total_seconds()))
+
+    async def _listen(self) -> None:
+        """Hold a LISTEN connection; reconnect after PostgreSQL restarts. Polling covers the gaps."""
+        while not self._stopping:
+            conn = None
+            try:
+                conn = await asyncpg.connect(self._dsn, timeout=5)
+                closed = asyncio.Event()
+                conn.add_termination_listener(lambda _conn, closed=closed: closed.set())
+                await conn.add_listener(NOTIFY_CHANNEL, lambda *_args: self._wake.set())
+                self._wake.set()  # rows may have been written while we were not listening
+                await closed.wait()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                log.debug("outbox LISTEN connection failed: %s", exc)
+            finally:
+                if conn is not None and not conn.is_closed():
+                    await conn.close(timeout=2)
+            await asyncio.sleep(1.0)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+
+async def refresh_backlog_metrics(conn: AsyncConnection) -> None:
+    count, oldest = (await conn.execute(_BACKLOG)).one()
+    metrics.OUTBOX_BACKLOG.set(count)
+    metrics.OUTBOX_OLDEST_UNSENT_AGE.set(float(oldest))

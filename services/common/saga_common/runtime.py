@@ -1,0 +1,198 @@
+"""What a service runs besides its HTTP API: broker connection, consumer, outbox relay, periodic jobs.
+
+Built and started inside FastAPI's lifespan (nothing at import time); tests build it with their own
+settings. `stop()` is the SIGTERM path: stop consuming, let in-flight messages finish, publish what they
+wrote, then close the broker and the database pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from saga_common import metrics
+from saga_common.broker import Broker, Session
+from saga_common.consumer import Consumer, Handler
+from saga_common.db import create_engine
+from saga_common.outbox import OutboxRelay, refresh_backlog_metrics
+from saga_common.settings import ServiceSettings
+from saga_common.topology import BINDINGS, Topology
+from saga_common.unit_of_work import UnitOfWork
+
+log = logging.getLogger(__name__)
+
+GAUGE_REFRESH_S = 5.0
+
+
+@dataclass(frozen=True)
+class PeriodicJob:
+    name: str
+    interval_s: float
+    run: Callable[[ServiceRuntime], Awaitable[None]]
+
+
+@dataclass
+class ServiceSpec:
+    """What differs between the services: their name, their handlers and their periodic jobs."""
+
+    name: str
+    handlers: dict[str, Handler]
+    jobs: list[PeriodicJob] = field(default_factory=list)
+
+
+def topology_from(settings: ServiceSettings) -> Topology:
+    return Topology(
+        exchange=settings.exchange,
+        queue_type=settings.queue_type,
+        delivery_limit=settings.delivery_limit,
+        retry_delays_ms=tuple(settings.retry_delays_ms),
+    )
+
+
+class ServiceRuntime:
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        spec: ServiceSpec,
+        *,
+        consume: bool = True,
+        relay: bool = True,
+        engine: AsyncEngine | None = None,
+    ) -> None:
+        if spec.name not in BINDINGS:
+            raise ValueError(f"unknown service {spec.name!r}; the topology knows {sorted(BINDINGS)}")
+        self.settings = settings
+        self.spec = spec
+        self.engine = engine or create_engine(settings)
+        self.topology = topology_from(settings)
+        self.queues = self.topology.queues(spec.name)
+        self.uow = UnitOfWork(self.engine, exchange=settings.exchange)
+        self.broker = Broker(
+            settings.broker_urls,
+            self.topology,
+            prefetch=settings.consumer_prefetch,
+            heartbeat_s=settings.broker_heartbeat_s,
+            max_backoff_s=settings.broker_reconnect_max_delay_s,
+            connection_name=spec.name,
+        )
+        self.relay = (
+            OutboxRelay(
+                self.engine,
+                self.broker,
+                database_url=settings.database_url,
+                batch_size=settings.outbox_batch_size,
+                poll_interval_s=settings.outbox_poll_interval_s,
+            )
+            if relay
+            else None
+        )
+        self.consumer = (
+            Consumer(
+                queues=self.queues,
+                handlers=spec.handlers,
+                uow=self.uow,
+                broker=self.broker,
+                database_reachable=self.database_reachable,
+                max_attempts=settings.max_attempts,
+                max_message_bytes=settings.max_message_bytes,
+                trace_as_link=settings.trace_consumer_parent == "link",
+            )
+            if consume
+            else None
+        )
+        if self.consumer is not None:
+            self.broker.on_connected(self.consumer.attach)
+        self.database_ok = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._relay_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.database_ok = await self.database_reachable()
+        self._spawn(self.broker.run(), "broker")
+        if self.relay is not None:
+            self._relay_task = asyncio.create_task(self.relay.run(), name="outbox-relay")
+        self._spawn(self._every(self.settings.health_probe_interval_s, self._probe_database), "health")
+        self._spawn(self._every(GAUGE_REFRESH_S, self._refresh_gauges), "gauges")
+        for job in self.spec.jobs:
+            self._spawn(self._every(job.interval_s, lambda job=job: job.run(self)), job.name)
+        log.info("%s started", self.spec.name)
+
+    async def stop(self) -> None:
+        if self.consumer is not None:
+            await self.consumer.stop(self.settings.drain_timeout_s)
+        if self.relay is not None and self._relay_task is not None:
+            await self.relay.stop()
+            await _bounded(self._relay_task, 10)
+            # One last round, so the outcomes of the messages just drained leave with us.
+            try:
+                await asyncio.wait_for(self.relay.publish_batch(), 5)
+            except Exception as exc:  # noqa: BLE001 - another replica or our next start publishes them
+                log.info("final outbox round skipped: %s", exc)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.broker.close()
+        await self.engine.dispose()
+        log.info("%s stopped", self.spec.name)
+
+    def readiness(self) -> dict[str, bool]:
+        checks = {"database": self.database_ok, "broker": self.broker.is_connected}
+        if self.consumer is not None:
+            checks["consumer"] = self.consumer.is_consuming
+        return checks
+
+    async def database_reachable(self) -> bool:
+        try:
+            async with asyncio.timeout(2):
+                async with self.engine.connect() as conn:
+                    await conn.execute(text("SELECT 1"))
+            return True
+        except Exception:  # noqa: BLE001 - any failure means: not reachable now
+            return False
+
+    async def _probe_database(self) -> None:
+        self.database_ok = await self.database_reachable()
+
+    async def _refresh_gauges(self) -> None:
+        async with self.engine.connect() as conn:
+            await refresh_backlog_metrics(conn)
+        session = self.broker.current_session
+        if session is not None:
+            await _refresh_dead_letter_depth(session, self.queues.dead_letter)
+
+    def _spawn(self, coro: Awaitable[None], name: str) -> None:
+        self._tasks.append(asyncio.create_task(coro, name=name))  # type: ignore[arg-type]
+
+    async def _every(self, interval_s: float, job: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            try:
+                await job()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a periodic job must survive outages
+                log.debug("periodic job failed: %s", exc)
+            await asyncio.sleep(interval_s)
+
+
+async def _refresh_dead_letter_depth(session: Session, queue_name: str) -> None:
+    # A passive declare of a missing queue closes the channel, so it gets a throwaway channel of its own.
+    channel = await session.connection.channel(publisher_confirms=False)
+    try:
+        queue = await channel.declare_queue(queue_name, passive=True)
+        metrics.DEAD_LETTER_QUEUE_DEPTH.labels(queue_name).set(queue.declaration_result.message_count or 0)
+    finally:
+        await channel.close()
+
+
+async def _bounded(task: asyncio.Task[None], seconds: float) -> None:
+    try:
+        await asyncio.wait_for(asyncio.shield(task), seconds)
+    except TimeoutError:
+        task.cancel()
+    except Exception:
+        log.exception("background task failed")

@@ -1,0 +1,143 @@
+"""Settings shared by every service, read from environment variables.
+
+The seed's names (`DATABASE_URL`, `RABBITMQ_BROKER_URL`) are kept as they were; everything else carries the
+`SAGA_` prefix. OpenTelemetry is configured by its own standard `OTEL_*` variables (see `tracing.py`), so it
+has no field here.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+# Passwords that are fine on a laptop and never in a cluster.
+_DEVELOPMENT_PASSWORDS = {"", "guest", "postgres", "password", "changeme"}
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SAGA_", populate_by_name=True, extra="ignore")
+
+    # Each service subclass sets its own name and default database.
+    service_name: str = "saga-service"
+    environment: Literal["development", "production"] = "development"
+
+    database_url: str = Field(
+        "postgresql://postgres@127.0.0.1:5432/saga",
+        validation_alias=AliasChoices("DATABASE_URL", "database_url"),
+        description="PostgreSQL URL of this service's own database.",
+    )
+    rabbitmq_broker_url: str = Field(
+        DEFAULT_BROKER_URL,
+        validation_alias=AliasChoices("RABBITMQ_BROKER_URL", "rabbitmq_broker_url"),
+        description="AMQP URL, or a comma-separated list of URLs (one per cluster node) to fail over between.",
+    )
+
+    http_host: str = "0.0.0.0"
+    http_port: int = Field(8000, ge=1, le=65535)
+
+    db_pool_size: int = Field(8, ge=1, description="Connections kept per process; PostgreSQL saturates at 4-8.")
+    db_max_overflow: int = Field(4, ge=0)
+    db_statement_timeout_ms: int = Field(5000, ge=0)
+
+    exchange: str = "saga.events"
+    queue_type: Literal["quorum", "classic"] = "quorum"
+    consumer_prefetch: int = Field(64, ge=1, le=10_000)
+    delivery_limit: int = Field(
+        20, ge=1, description="Redeliveries (crashes mid-message) before the broker dead-letters a message."
+    )
+    max_attempts: int = Field(6, ge=1, description="Handler failures before a message is dead-lettered.")
+    retry_delays_ms: list[int] = Field(
+        default=[500, 2000, 10000],
+        description="Back-off tiers; attempt n waits retry_delays_ms[min(n, len-1)].",
+    )
+    max_message_bytes: int = Field(256 * 1024, ge=1024)
+    broker_heartbeat_s: int = Field(10, ge=0)
+    broker_reconnect_max_delay_s: float = Field(5.0, gt=0)
+
+    outbox_batch_size: int = Field(200, ge=1, le=5000)
+    outbox_poll_interval_s: float = Field(1.0, gt=0, description="Fallback when no NOTIFY arrives.")
+
+    drain_timeout_s: float = Field(20.0, ge=0, description="How long SIGTERM waits for in-flight messages.")
+    health_probe_interval_s: float = Field(2.0, gt=0)
+
+    trace_consumer_parent: Literal["child", "link"] = Field(
+        "child", description="Consumer span is a child of the producer span, or a new trace linked to it."
+    )
+    log_level: str = "INFO"
+    log_format: Literal["json", "text"] = "json"
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: str) -> str:
+        scheme = urlsplit(value).scheme
+        if scheme not in {"postgresql", "postgres", "postgresql+asyncpg"}:
+            raise ValueError(f"DATABASE_URL must be a postgresql:// URL, got scheme {scheme!r}")
+        return value
+
+    @field_validator("rabbitmq_broker_url")
+    @classmethod
+    def _amqp_urls(cls, value: str) -> str:
+        urls = split_broker_urls(value)
+        if not urls:
+            raise ValueError("RABBITMQ_BROKER_URL is empty")
+        for url in urls:
+            if urlsplit(url).scheme not in {"amqp", "amqps"}:
+                raise ValueError(f"RABBITMQ_BROKER_URL entries must be amqp:// URLs, got {url!r}")
+        return value
+
+    @field_validator("retry_delays_ms")
+    @classmethod
+    def _delays(cls, value: list[int]) -> list[int]:
+        if not value or any(delay <= 0 for delay in value):
+            raise ValueError("SAGA_RETRY_DELAYS_MS needs at least one positive delay")
+        return value
+
+    @model_validator(mode="after")
+    def _no_development_secrets_in_production(self) -> ServiceSettings:
+        if self.environment != "production":
+            return self
+        for name, url in [("DATABASE_URL", self.database_url), *[("RABBITMQ_BROKER_URL", u) for u in self.broker_urls]]:
+            if (urlsplit(url).password or "") in _DEVELOPMENT_PASSWORDS:
+                raise ValueError(
+                    f"{name} uses a development password; set a real secret when SAGA_ENVIRONMENT=production"
+                )
+        return self
+
+    @property
+    def broker_urls(self) -> list[str]:
+        return split_broker_urls(self.rabbitmq_broker_url)
+
+    @property
+    def async_database_url(self) -> str:
+        return to_asyncpg_url(self.database_url)
+
+
+def split_broker_urls(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def to_asyncpg_url(url: str) -> str:
+    """SQLAlchemy needs the driver in the scheme; users write plain postgresql:// URLs."""
+    scheme, _, rest = url.partition("://")
+    if scheme in {"postgresql", "postgres"}:
+        return f"postgresql+asyncpg://{rest}"
+    return url
+
+
+def to_libpq_url(url: str) -> str:
+    """asyncpg.connect() takes the URL without SQLAlchemy's driver suffix."""
+    scheme, _, rest = url.partition("://")
+    return f"postgresql://{rest}" if scheme.startswith("postgres") else url
+
+
+def redact_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()

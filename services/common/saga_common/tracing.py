@@ -1,0 +1,221 @@
+"""OpenTelemetry set-up and the messaging spans that carry one saga through the outbox and RabbitMQ.
+
+Configured only by the standard variables: tracing is on when `OTEL_EXPORTER_OTLP_ENDPOINT` (or
+`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set and `OTEL_SDK_DISABLED` is not true; the sampler comes from
+`OTEL_TRACES_SAMPLER`, the service name from `OTEL_SERVICE_NAME`, batching from `OTEL_BSP_*`. With no
+endpoint nothing is installed and the hot paths skip span work entirely.
+
+Why the messaging spans are ours and not opentelemetry-instrumentation-aio-pika's: that instrumentation
+replaces the `traceparent` of every publish with the *current* context, and continues traces only for
+`Queue.consume` callbacks. The outbox relay publishes rows written earlier, maybe by another process, so
+each publish must continue the context stored with its row; and the consumer's parent-vs-link choice is a
+setting. Three small helpers below do exactly that, following the messaging semantic conventions.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
+
+log = logging.getLogger(__name__)
+
+# Saga attributes on our spans; the one list of names this project adds to the conventions.
+ATTR_ORDER_ID = "saga.order_id"
+ATTR_STEP = "saga.step"
+ATTR_OUTCOME = "saga.outcome"
+
+_tracer = trace.get_tracer("saga")
+
+
+class _State:
+    enabled = False
+    provider: Any = None
+
+
+def tracing_enabled() -> bool:
+    return _State.enabled
+
+
+def configure_tracing(default_service_name: str) -> bool:
+    """Install the SDK when an OTLP endpoint is configured; return whether tracing is on."""
+    if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if not endpoint or os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() == "none":
+        return False
+    if _State.enabled:
+        return True
+
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {SERVICE_NAME: default_service_name}
+    provider = TracerProvider(resource=Resource.create(attributes))
+    provider.add_span_processor(BatchSpanProcessor(_otlp_exporter()))
+    trace.set_tracer_provider(provider)
+    _State.provider = provider
+    _State.enabled = True
+    log.info("tracing on: OTLP export to %s", endpoint)
+    return True
+
+
+def _otlp_exporter() -> Any:
+    protocol = (
+        os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        or "http/protobuf"
+    ).strip()
+    if protocol == "http/protobuf":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        return OTLPSpanExporter()
+    if protocol == "grpc":
+        try:
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+        except ImportError:
+            raise RuntimeError(
+                "OTEL_EXPORTER_OTLP_PROTOCOL=grpc needs the opentelemetry-exporter-otlp-proto-grpc package; "
+                "use http/protobuf (port 4318) or install it"
+            ) from None
+        return GrpcExporter()
+    raise RuntimeError(f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r} is not supported (use http/protobuf or grpc)")
+
+
+def shutdown_tracing() -> None:
+    """Flush what is buffered; called last on SIGTERM."""
+    if _State.provider is not None:
+        _State.provider.shutdown()
+
+
+def current_traceparent() -> str | None:
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier.get("traceparent")
+
+
+def trace_id_of(traceparent: str | None) -> str | None:
+    """The 32-hex trace id inside a W3C traceparent ("00-<trace id>-<span id>-<flags>")."""
+    if not traceparent:
+        return None
+    parts = traceparent.split("-")
+    return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else None
+
+
+def context_from(carrier: Mapping[str, Any] | None) -> otel_context.Context:
+    return propagate.extract({k: str(v) for k, v in (carrier or {}).items()})
+
+
+def _messaging_attributes(
+    *, operation: str, operation_type: str, exchange: str, routing_key: str, message_id: str, order_id: int
+) -> dict[str, Any]:
+    return {
+        "messaging.system": "rabbitmq",
+        "messaging.operation.name": operation,
+        "messaging.operation.type": operation_type,
+        "messaging.destination.name": exchange,
+        "messaging.rabbitmq.destination.routing_key": routing_key,
+        "messaging.message.id": message_id,
+        "messaging.message.conversation_id": str(order_id),
+        ATTR_ORDER_ID: order_id,
+        ATTR_STEP: routing_key,
+    }
+
+
+def start_create_span(
+    *,
+    exchange: str,
+    routing_key: str,
+    message_id: str,
+    order_id: int,
+    parent: otel_context.Context | None,
+    links: Sequence[Link] = (),
+) -> Span:
+    """The outbox write: the message is created inside the business transaction."""
+    return _tracer.start_span(
+        f"create {routing_key}",
+        context=parent,
+        kind=SpanKind.PRODUCER,
+        links=links,
+        attributes=_messaging_attributes(
+            operation="create",
+            operation_type="create",
+            exchange=exchange,
+            routing_key=routing_key,
+            message_id=message_id,
+            order_id=order_id,
+        ),
+    )
+
+
+def start_publish_span(
+    *, exchange: str, routing_key: str, message_id: str, order_id: int, stored_headers: Mapping[str, Any] | None
+) -> Span:
+    """The relay's publish, continuing the context stored with the outbox row."""
+    return _tracer.start_span(
+        f"publish {routing_key}",
+        context=context_from(stored_headers),
+        kind=SpanKind.PRODUCER,
+        attributes=_messaging_attributes(
+            operation="publish",
+            operation_type="send",
+            exchange=exchange,
+            routing_key=routing_key,
+            message_id=message_id,
+            order_id=order_id,
+        ),
+    )
+
+
+@contextmanager
+def consume_span(
+    *,
+    exchange: str,
+    routing_key: str,
+    message_id: str,
+    order_id: int,
+    queue: str,
+    headers: Mapping[str, Any] | None,
+    as_link: bool,
+) -> Iterator[Span]:
+    """The consumer's processing of one message: a child of the publish span, or a new trace linked to it."""
+    producer_context = context_from(headers)
+    if as_link:
+        producer = trace.get_current_span(producer_context).get_span_context()
+        parent, links = otel_context.Context(), ([Link(producer)] if producer.is_valid else [])
+    else:
+        parent, links = producer_context, []
+    attributes = _messaging_attributes(
+        operation="process",
+        operation_type="process",
+        exchange=exchange,
+        routing_key=routing_key,
+        message_id=message_id,
+        order_id=order_id,
+    )
+    attributes["messaging.destination.subscription.name"] = queue
+    with _tracer.start_as_current_span(
+        f"process {routing_key}", context=parent, kind=SpanKind.CONSUMER, links=links, attributes=attributes
+    ) as span:
+        yield span
+
+
+def inject_into(span: Span, carrier: MutableMapping[str, Any]) -> None:
+    propagate.inject(carrier, context=trace.set_span_in_context(span))
+
+
+def mark_error(span: Span, exc: BaseException) -> None:
+    span.record_exception(exc)
+    span.set_status(Status(StatusCode.ERROR, str(exc)))
+
+
+def link_to_current() -> list[Link]:
+    current = trace.get_current_span().get_span_context()
+    return [Link(current)] if current.is_valid else []

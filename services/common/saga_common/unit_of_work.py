@@ -1,0 +1,58 @@
+"""The one place that commits: a transaction that also writes the events it emitted to the outbox.
+
+    async with uow.begin() as tx:
+        await tx.conn.execute(...)          # the state change
+        tx.emit(OrderCreated(...))          # written to the outbox in the same transaction
+
+Leaving the block normally commits; an exception rolls everything back, events included.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+
+from opentelemetry import context as otel_context
+from opentelemetry.trace import Link
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from saga_common.messages import Event
+from saga_common.outbox import PendingEvent, write_events
+
+
+class Transaction:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+        self._pending: list[PendingEvent] = []
+        self._after_commit: list[Callable[[], object]] = []
+
+    def emit(self, event: Event, *, parent: otel_context.Context | None = None, links: Sequence[Link] = ()) -> None:
+        """Queue an event for the outbox. `parent` overrides the current trace context (compensation
+        started by a new request still belongs to the saga's trace; `links` keeps the request reachable)."""
+        self._pending.append(PendingEvent(event, parent, links))
+
+    def after_commit(self, callback: Callable[[], object]) -> None:
+        """Run `callback` once the transaction committed (metrics, wake-ups): never for a rolled-back one."""
+        self._after_commit.append(callback)
+
+    @property
+    def emitted(self) -> list[Event]:
+        return [item.event for item in self._pending]
+
+    async def _flush(self, exchange: str) -> None:
+        await write_events(self.conn, self._pending, exchange=exchange)
+
+
+class UnitOfWork:
+    def __init__(self, engine: AsyncEngine, *, exchange: str) -> None:
+        self.engine = engine
+        self.exchange = exchange
+
+    @asynccontextmanager
+    async def begin(self) -> AsyncIterator[Transaction]:
+        async with self.engine.begin() as conn:
+            tx = Transaction(conn)
+            yield tx
+            await tx._flush(self.exchange)
+        for callback in tx._after_commit:
+            callback()

@@ -1,0 +1,137 @@
+"""FastAPI glue shared by both services: lifespan, health routes, metrics, trace headers, dependencies."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from opentelemetry import trace
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from saga_common import tracing
+from saga_common.logs import configure_logging
+from saga_common.metrics import HttpMetricsMiddleware
+from saga_common.runtime import ServiceRuntime, ServiceSpec
+from saga_common.settings import ServiceSettings
+from saga_common.unit_of_work import UnitOfWork
+
+UNTRACED_PATHS = "healthz,readyz,metrics"
+
+
+class Problem(BaseModel):
+    """The body of every 4xx the services answer themselves (FastAPI's 422 adds the field-level list)."""
+
+    detail: str
+
+
+def create_service_app(
+    settings: ServiceSettings,
+    spec: ServiceSpec,
+    *,
+    title: str,
+    description: str,
+    routers: list[APIRouter],
+    runtime_factory: Callable[[ServiceSettings, ServiceSpec], ServiceRuntime] | None = None,
+) -> FastAPI:
+    configure_logging(spec.name, settings.log_level, settings.log_format)
+    tracing_on = tracing.configure_tracing(spec.name)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = (runtime_factory or ServiceRuntime)(settings, spec)
+        app.state.runtime = runtime
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+            tracing.shutdown_tracing()
+
+    app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan)
+    app.state.settings = settings
+    app.include_router(health_router(spec.name))
+    for router in routers:
+        app.include_router(router)
+    app.add_middleware(TraceparentResponseHeader)
+    app.add_middleware(HttpMetricsMiddleware)
+    if tracing_on:
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+        from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+
+        FastAPIInstrumentor.instrument_app(app, excluded_urls=UNTRACED_PATHS)
+        SQLAlchemyInstrumentor().instrument(enable_commenter=False)
+    return app
+
+
+def health_router(service: str) -> APIRouter:
+    router = APIRouter(tags=["health"])
+
+    @router.get("/", summary="Service information")
+    async def info() -> dict[str, str]:
+        return {"service": service, "status": "ok", "docs": "/docs", "health": "/healthz", "ready": "/readyz"}
+
+    @router.get("/healthz", summary="Liveness: the process answers")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get(
+        "/readyz",
+        summary="Readiness: database and broker reachable, consumer started",
+        responses={503: {"description": "Not ready; `checks` says what is missing"}},
+    )
+    async def readyz(request: Request) -> JSONResponse:
+        runtime: ServiceRuntime | None = getattr(request.app.state, "runtime", None)
+        checks = runtime.readiness() if runtime is not None else {"started": False}
+        ready = all(checks.values())
+        return JSONResponse(
+            {"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503
+        )
+
+    @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+class TraceparentResponseHeader:
+    """Return the request's `traceparent`, so a client can go from a response to its trace."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not tracing.tracing_enabled():
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_header(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                traceparent = tracing.current_traceparent()
+                if traceparent and trace.get_current_span().get_span_context().is_valid:
+                    message.setdefault("headers", [])
+                    message["headers"] = [*message["headers"], (b"traceparent", traceparent.encode())]
+            await send(message)
+
+        await self.app(scope, receive, send_with_header)
+
+
+def get_runtime(request: Request) -> ServiceRuntime:
+    return request.app.state.runtime  # type: ignore[no-any-return]
+
+
+def get_uow(request: Request) -> UnitOfWork:
+    return get_runtime(request).uow
+
+
+def get_settings(request: Request) -> Any:
+    return request.app.state.settings
+
+
+RuntimeDep = Annotated[ServiceRuntime, Depends(get_runtime)]
+UowDep = Annotated[UnitOfWork, Depends(get_uow)]

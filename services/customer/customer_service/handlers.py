@@ -1,0 +1,43 @@
+"""The customer service's message handlers: reserve credit for new orders, release it for cancelled ones."""
+
+from __future__ import annotations
+
+import logging
+
+from customer_service import credit
+from saga_common.consumer import Handler
+from saga_common.messages import CreditReleased, OrderCancelled, OrderCreated, OrderFulfilled, OrderRejected
+from saga_common.unit_of_work import Transaction
+
+log = logging.getLogger(__name__)
+
+
+async def on_order_created(tx: Transaction, event: OrderCreated) -> None:
+    decision = await credit.reserve(
+        tx.conn, order_id=event.order_id, customer_id=event.customer_id, amount=event.amount, deadline=event.deadline
+    )
+    if decision is None:
+        log.info("order %s was already decided; this order.created changes nothing", event.order_id)
+    elif decision.reserved:
+        assert decision.reservation_id is not None
+        tx.emit(
+            OrderFulfilled(
+                order_id=event.order_id,
+                customer_id=event.customer_id,
+                amount=event.amount,
+                reservation_id=decision.reservation_id,
+            )
+        )
+    else:
+        tx.emit(OrderRejected(order_id=event.order_id, customer_id=event.customer_id, reason=decision.reason))
+
+
+async def on_order_cancelled(tx: Transaction, event: OrderCancelled) -> None:
+    released = await credit.release(tx.conn, order_id=event.order_id, customer_id=event.customer_id)
+    tx.emit(CreditReleased(order_id=event.order_id, customer_id=released.customer_id, amount=released.amount))
+
+
+HANDLERS: dict[str, Handler] = {
+    OrderCreated.routing_key: on_order_created,
+    OrderCancelled.routing_key: on_order_cancelled,
+}

@@ -1,0 +1,133 @@
+"""The order API: create (idempotently), read, list and cancel orders."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Response, status
+
+from order_service import orders, saga
+from order_service.models import OrderStatus
+from order_service.schemas import OrderCreate, OrderOut
+from saga_common import metrics, tracing
+from saga_common.logs import current_order_id
+from saga_common.messages import OrderCancelled, OrderCreated
+from saga_common.web import Problem, UowDep
+
+router = APIRouter(tags=["orders"])
+
+MAX_PAGE_SIZE = 100
+OrderId = Annotated[int, Path(gt=0, le=2**63 - 1, description="The order's id")]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        description="Same key and same body: the same order, no second saga. Same key, other body: 409.",
+    ),
+]
+
+
+def _not_found(order_id: int) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, f"order {order_id} not found")
+
+
+@router.post(
+    "/orders/",
+    status_code=status.HTTP_201_CREATED,
+    response_model=OrderOut,
+    summary="Create an order and start its saga",
+    responses={409: {"model": Problem, "description": "Idempotency-Key reused with another body"}},
+)
+@router.post("/orders", status_code=status.HTTP_201_CREATED, response_model=OrderOut, include_in_schema=False)
+async def create_order(
+    body: OrderCreate, uow: UowDep, request: Request, response: Response, idempotency_key: IdempotencyKey = None
+) -> OrderOut:
+    fingerprint = hashlib.sha256(body.fingerprint_source().encode()).hexdigest()
+    deadline_s: float = request.app.state.settings.saga_deadline_s
+    async with uow.begin() as tx:
+        row = await orders.insert_order(
+            tx.conn,
+            body,
+            idempotency_key=idempotency_key,
+            fingerprint=fingerprint,
+            trace_parent=tracing.current_traceparent(),
+        )
+        if row is None:
+            assert idempotency_key is not None
+            row = await orders.get_by_idempotency_key(tx.conn, idempotency_key)
+            if row is None or row.request_fingerprint != fingerprint:
+                raise HTTPException(
+                    status.HTTP_409_CONFLICT,
+                    "Idempotency-Key already used with a different request body; use a new key for a new order",
+                )
+            response.headers["Idempotent-Replayed"] = "true"
+        else:
+            current_order_id.set(row.id)
+            tx.emit(
+                OrderCreated(
+                    order_id=row.id,
+                    customer_id=row.customer_id,
+                    amount=row.total_price,
+                    product_id=row.product_id,
+                    quantity=row.quantity,
+                    deadline=row.created_at + timedelta(seconds=deadline_s),
+                )
+            )
+            tx.after_commit(metrics.SAGAS_STARTED.inc)
+    response.headers["Location"] = f"/orders/{row.id}"
+    return orders.to_resource(row)
+
+
+@router.get("/orders/{order_id}", response_model=OrderOut, responses={404: {"model": Problem}}, summary="Read an order")
+async def get_order(order_id: OrderId, uow: UowDep) -> OrderOut:
+    async with uow.engine.connect() as conn:
+        row = await orders.get(conn, order_id)
+    if row is None:
+        raise _not_found(order_id)
+    return orders.to_resource(row)
+
+
+@router.get("/orders", response_model=list[OrderOut], summary="List orders, newest first")
+async def list_orders(
+    uow: UowDep,
+    customer_id: Annotated[int | None, Query(gt=0, le=2**63 - 1)] = None,
+    order_status: Annotated[OrderStatus | None, Query(alias="status")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 20,
+    before_id: Annotated[int | None, Query(gt=0, le=2**63 - 1, description="Page on: ids below this one")] = None,
+) -> list[OrderOut]:
+    async with uow.engine.connect() as conn:
+        rows = await orders.list_orders(
+            conn, customer_id=customer_id, status=order_status, limit=limit, before_id=before_id
+        )
+    return [orders.to_resource(row) for row in rows]
+
+
+@router.post(
+    "/orders/{order_id}/cancel",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=OrderOut,
+    summary="Cancel a fulfilled order: its credit is released (compensation)",
+    responses={404: {"model": Problem}, 409: {"model": Problem, "description": "The order is not fulfilled"}},
+)
+async def cancel_order(order_id: OrderId, uow: UowDep) -> OrderOut:
+    async with uow.begin() as tx:
+        row = await orders.get(tx.conn, order_id, for_update=True)
+        if row is None:
+            raise _not_found(order_id)
+        try:
+            decision = saga.on_cancel_request(OrderStatus(row.status))
+        except saga.CannotCancel as exc:
+            raise HTTPException(status.HTTP_409_CONFLICT, f"order {order_id} cannot be cancelled: {exc}") from None
+        assert decision.new_status is not None
+        updated = await orders.set_status(tx.conn, order_id, decision.new_status)
+        # The compensation belongs to the saga's trace; the cancel request that started it is linked.
+        tx.emit(
+            OrderCancelled(order_id=order_id, customer_id=row.customer_id, reason="cancelled_by_client"),
+            parent=tracing.context_from({"traceparent": row.trace_parent}) if row.trace_parent else None,
+            links=tracing.link_to_current(),
+        )
+    return orders.to_resource(updated)

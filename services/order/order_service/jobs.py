@@ -1,0 +1,69 @@
+"""Periodic jobs of the order service: the saga deadline and the saga gauges.
+
+The deadline sweeper rejects orders pending longer than `saga_deadline_s` with reason `timeout`. It is one
+UPDATE over rows locked with SKIP LOCKED, so several replicas never expire an order twice, and it needs no
+state of its own, so it works the same after a restart. A reservation that still arrives later is
+compensated by the `order.fulfilled` handler.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import text
+
+from order_service.saga import DEADLINE_REASON
+from order_service.settings import OrderSettings
+from saga_common import metrics
+from saga_common.runtime import PeriodicJob, ServiceRuntime
+
+log = logging.getLogger(__name__)
+
+SWEEP_BATCH = 500
+
+_EXPIRE = text(
+    """
+    UPDATE orders SET status = 'rejected', rejection_reason = :reason, updated_at = now(), completed_at = now()
+    WHERE id IN (
+        SELECT id FROM orders
+        WHERE status = 'pending' AND created_at < now() - make_interval(secs => :deadline)
+        ORDER BY updated_at LIMIT :batch FOR UPDATE SKIP LOCKED
+    )
+    RETURNING id, extract(epoch FROM completed_at - created_at) AS seconds
+    """
+)
+
+_IN_PROGRESS = text(
+    "SELECT count(*), coalesce(extract(epoch FROM now() - min(updated_at)), 0) "
+    "FROM orders WHERE status IN ('pending', 'cancelling')"
+)
+
+
+async def expire_overdue_orders(runtime: ServiceRuntime, deadline_s: float) -> list[int]:
+    async with runtime.engine.begin() as conn:
+        rows = (
+            await conn.execute(_EXPIRE, {"reason": DEADLINE_REASON, "deadline": deadline_s, "batch": SWEEP_BATCH})
+        ).all()
+    for row in rows:
+        metrics.SAGAS_FINISHED.labels("rejected", DEADLINE_REASON).inc()
+        metrics.SAGA_DURATION.labels("rejected").observe(float(row.seconds))
+    if rows:
+        log.warning("rejected %d orders past their %ss deadline: %s", len(rows), deadline_s, [r.id for r in rows][:20])
+    return [row.id for row in rows]
+
+
+async def refresh_saga_gauges(runtime: ServiceRuntime) -> None:
+    async with runtime.engine.connect() as conn:
+        count, oldest = (await conn.execute(_IN_PROGRESS)).one()
+    metrics.SAGAS_IN_PROGRESS.set(count)
+    metrics.SAGA_OLDEST_PENDING_AGE.set(float(oldest))
+
+
+def order_jobs(settings: OrderSettings) -> list[PeriodicJob]:
+    async def sweep(runtime: ServiceRuntime) -> None:
+        await expire_overdue_orders(runtime, settings.saga_deadline_s)
+
+    return [
+        PeriodicJob("deadline-sweeper", settings.deadline_sweep_interval_s, sweep),
+        PeriodicJob("saga-gauges", 5.0, refresh_saga_gauges),
+    ]

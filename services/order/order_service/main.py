@@ -1,0 +1,29 @@
+"""Composition root of the order service: `create_app()` is uvicorn's factory."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from order_service.api import router
+from order_service.handlers import HANDLERS
+from order_service.jobs import order_jobs
+from order_service.settings import OrderSettings
+from saga_common.runtime import ServiceSpec
+from saga_common.topology import ORDER_SERVICE
+from saga_common.web import create_service_app
+
+
+def service_spec(settings: OrderSettings) -> ServiceSpec:
+    return ServiceSpec(name=ORDER_SERVICE, handlers=HANDLERS, jobs=order_jobs(settings))
+
+
+def create_app(settings: OrderSettings | None = None) -> FastAPI:
+    settings = settings or OrderSettings()
+    return create_service_app(
+        settings,
+        service_spec(settings),
+        title="Order service",
+        description="Takes orders and drives their saga: order.created out; order.fulfilled, order.rejected "
+        "and credit.released in.",
+        routers=[router],
+    )
