@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from order_service.models import OrderStatus
 from saga_common.messages import PositiveId
 
+CENT = Decimal("0.01")
 Price = Annotated[
     Decimal,
     Field(gt=0, max_digits=12, decimal_places=2, description="Decimal, as a JSON number or string; at most 2 decimals"),
@@ -34,7 +35,8 @@ class OrderCreate(BaseModel):
     )
 
     def fingerprint_source(self) -> str:
-        return self.model_dump_json()
+        """The request's meaning, not its spelling: 50, 50.0 and "50.00" are one price."""
+        return self.model_copy(update={"total_price": self.total_price.quantize(CENT)}).model_dump_json()
 
 
 class OrderOut(BaseModel):

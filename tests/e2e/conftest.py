@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+
+from tests.support.infra import SagaEnvironment
+from tests.support.processes import ServiceProcess
+from tests.support.saga_client import SagaClient
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="module")
+def services(saga_env_module: SagaEnvironment) -> Iterator[tuple[ServiceProcess, ServiceProcess]]:
+    """Both services as real processes, for the whole module."""
+    env = saga_env_module
+    customer = ServiceProcess("customer_service", env.databases.customer_url, env.broker_url).start()
+    order = ServiceProcess("order_service", env.databases.order_url, env.broker_url).start()
+    try:
+        yield order, customer
+    finally:
+        order.stop()
+        customer.stop()
+
+
+@pytest.fixture
+async def saga(services: tuple[ServiceProcess, ServiceProcess]) -> AsyncIterator[SagaClient]:
+    order, customer = services
+    async with httpx.AsyncClient(timeout=10) as http:
+        yield SagaClient(order.base_url, customer.base_url, http)

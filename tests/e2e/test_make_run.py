@@ -1,0 +1,151 @@
+"""`make run`'s launcher as a user meets it: it prepares everything, serves the seed's request, stops clean."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.infra import Databases, Vhost, unique_name
+from tests.support.processes import free_port
+from tests.support.saga_client import SEED_ORDER
+
+LAUNCHER = str(Path(sys.executable).parent / "saga-dev")
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.fixture
+def launcher_env():
+    databases, vhost = Databases.fresh("sagarun"), Vhost(unique_name("saga-run")).create()
+    ports = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SAGA_"))}
+    env.update(
+        ORDER_DATABASE_URL=databases.order_url,
+        CUSTOMER_DATABASE_URL=databases.customer_url,
+        RABBITMQ_BROKER_URL=vhost.url,
+        ORDER_PORT=str(ports[0]),
+        CUSTOMER_PORT=str(ports[1]),
+    )
+    try:
+        yield env, ports
+    finally:
+        vhost.delete()
+        databases.drop()
+
+
+def start(env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen([LAUNCHER], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def read_until(process: subprocess.Popen[str], marker: str, timeout: float = 60) -> str:
+    seen = []
+    deadline = time.monotonic() + timeout
+    assert process.stdout is not None
+    os.set_blocking(process.stdout.fileno(), False)
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if line:
+            seen.append(line)
+            if marker in line:
+                return "".join(seen)
+        elif process.poll() is not None:
+            break
+        else:
+            time.sleep(0.05)
+    raise AssertionError(f"{marker!r} not printed; output so far:\n{''.join(seen)}")
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_make_run_serves_the_seed_request_and_stops_without_orphans(launcher_env, stop_signal):
+    env, (order_port, customer_port) = launcher_env
+    process = start(env)
+    try:
+        banner = read_until(process, "Ctrl-C stops both services")
+        assert f"http://127.0.0.1:{order_port}" in banner and f"http://127.0.0.1:{customer_port}" in banner
+        assert "curl -s -X POST" in banner and "/orders/" in banner
+        children = children_of(process.pid)
+        assert len(children) == 2, f"expected two service processes, found {children}"
+
+        created = httpx.post(f"http://127.0.0.1:{order_port}/orders/", json=SEED_ORDER, timeout=5)
+        assert created.status_code == 201, created.text
+        order_id = created.json()["id"]
+        deadline = time.monotonic() + 2.0
+        status = created.json()["status"]
+        while status == "pending" and time.monotonic() < deadline:
+            time.sleep(0.05)
+            status = httpx.get(f"http://127.0.0.1:{order_port}/orders/{order_id}", timeout=5).json()["status"]
+        assert status == "fulfilled", "the seed order must be fulfilled within two seconds"
+
+        process.send_signal(stop_signal)
+        output = read_until(process, "both services stopped", timeout=40)
+        assert process.wait(10) == 0, output
+        assert not [pid for pid in children if alive(pid)], "a service outlived make run"
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def test_children_die_with_a_killed_launcher(launcher_env):
+    env, _ = launcher_env
+    process = start(env)
+    try:
+        read_until(process, "Ctrl-C stops both services")
+        children = children_of(process.pid)
+        process.kill()  # kill -9: no chance to clean up; PDEATHSIG must
+        process.wait(10)
+        deadline = time.monotonic() + 30
+        while any(alive(pid) for pid in children) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [pid for pid in children if alive(pid)]
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+@pytest.mark.parametrize(
+    ("override", "named", "not_named"),
+    [
+        (
+            {"RABBITMQ_BROKER_URL": "amqp://guest:guest@127.0.0.1:1/"},
+            "RabbitMQ is not reachable at amqp://guest:***@127.0.0.1:1/",
+            "PostgreSQL",
+        ),
+        (
+            {"ORDER_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/orders"},
+            "PostgreSQL is not reachable at postgresql://postgres@127.0.0.1:1/postgres",
+            "RabbitMQ",
+        ),
+    ],
+    ids=["rabbitmq", "postgresql"],
+)
+def test_missing_infrastructure_is_named_with_its_url_and_a_way_to_get_it(launcher_env, override, named, not_named):
+    env, _ = launcher_env
+    result = subprocess.run([LAUNCHER], env=env | override, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert named in result.stderr
+    assert not_named not in result.stderr.split("How to get it")[0], f"{not_named} is reachable: do not blame it"
+    assert "docker/compose.yaml" in result.stderr and "make kind-up" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+
+from customer_service.handlers import HANDLERS as CUSTOMER_HANDLERS
+from customer_service.settings import CustomerSettings
+from order_service.handlers import HANDLERS as ORDER_HANDLERS
+from order_service.settings import OrderSettings
+from saga_common.runtime import ServiceRuntime, ServiceSpec
+from saga_common.topology import CUSTOMER_SERVICE, ORDER_SERVICE
+from tests.support.infra import SagaEnvironment
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        item.add_marker(pytest.mark.integration)
+
+
+RuntimeFactory = Callable[..., Any]
+
+
+@pytest.fixture
+def runtimes(saga_env: SagaEnvironment) -> RuntimeFactory:
+    """Build in-process service runtimes against this test's own databases and vhost."""
+
+    @asynccontextmanager
+    async def make(
+        service: str,
+        *,
+        handlers: dict[str, Any] | None = None,
+        consume: bool = True,
+        relay: bool = True,
+        **overrides: Any,
+    ) -> AsyncIterator[ServiceRuntime]:
+        common = {"rabbitmq_broker_url": saga_env.broker_url, "log_format": "text"} | overrides
+        if service == ORDER_SERVICE:
+            settings: Any = OrderSettings(database_url=saga_env.databases.order_url, **common)
+            default_handlers = ORDER_HANDLERS
+        else:
+            settings = CustomerSettings(database_url=saga_env.databases.customer_url, **common)
+            default_handlers = CUSTOMER_HANDLERS
+        spec = ServiceSpec(service, handlers if handlers is not None else default_handlers)
+        runtime = ServiceRuntime(settings, spec, consume=consume, relay=relay)
+        await runtime.start()
+        try:
+            yield runtime
+        finally:
+            await runtime.stop()
+
+    return make
+
+
+__all__ = ["CUSTOMER_SERVICE", "ORDER_SERVICE"]

@@ -1,0 +1,127 @@
+"""Direct broker access for tests: publish raw bytes, capture what the services publish, read a queue."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
+
+from saga_common.messages import Event
+from saga_common.topology import Topology
+
+EXCHANGE = "saga.events"
+
+
+def default_topology(retry_delays_ms: tuple[int, ...] = (500, 2000, 10000), delivery_limit: int = 20) -> Topology:
+    return Topology(
+        exchange=EXCHANGE, queue_type="quorum", delivery_limit=delivery_limit, retry_delays_ms=retry_delays_ms
+    )
+
+
+class Capture:
+    """An exclusive queue bound to the saga exchange: sees every message published with the given keys."""
+
+    def __init__(self, queue: AbstractQueue) -> None:
+        self.queue = queue
+        self.messages: list[AbstractIncomingMessage] = []
+
+    async def collect(self, count: int, timeout: float = 10) -> list[AbstractIncomingMessage]:
+        deadline = time.monotonic() + timeout
+        while len(self.messages) < count and time.monotonic() < deadline:
+            message = await self.queue.get(fail=False, no_ack=True)
+            if message is None:
+                await asyncio.sleep(0.02)
+            else:
+                self.messages.append(message)
+        return self.messages
+
+    async def settle(self, quiet_s: float = 0.5) -> list[AbstractIncomingMessage]:
+        """Keep collecting until nothing new arrives for `quiet_s`."""
+        last = time.monotonic()
+        while time.monotonic() - last < quiet_s:
+            message = await self.queue.get(fail=False, no_ack=True)
+            if message is None:
+                await asyncio.sleep(0.02)
+            else:
+                self.messages.append(message)
+                last = time.monotonic()
+        return self.messages
+
+
+class BrokerTool:
+    def __init__(self, connection: aio_pika.abc.AbstractConnection, channel: aio_pika.abc.AbstractChannel) -> None:
+        self.connection = connection
+        self.channel = channel
+
+    async def publish_event(self, event: Event, *, message_id: str | None = None, **properties: Any) -> None:
+        await self.publish_raw(
+            event.to_json(), event.routing_key, message_id=message_id or str(event.message_id), **properties
+        )
+
+    async def publish_raw(
+        self,
+        body: bytes,
+        routing_key: str,
+        *,
+        message_id: str | None = None,
+        exchange: str = EXCHANGE,
+        **properties: Any,
+    ) -> None:
+        target = await self.channel.get_exchange(exchange) if exchange else self.channel.default_exchange
+        message = aio_pika.Message(
+            body,
+            message_id=message_id or str(uuid.uuid4()),
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            content_type="application/json",
+            **properties,
+        )
+        await target.publish(message, routing_key=routing_key, mandatory=True)
+
+    @asynccontextmanager
+    async def capture(self, *routing_keys: str) -> AsyncIterator[Capture]:
+        queue = await self.channel.declare_queue(exclusive=True, auto_delete=True)
+        exchange = await self.channel.get_exchange(EXCHANGE)
+        for key in routing_keys or ("#",):
+            await queue.bind(exchange, key)
+        try:
+            yield Capture(queue)
+        finally:
+            await queue.delete(if_unused=False, if_empty=False)
+
+    async def read_queue(self, name: str, *, timeout: float = 5, expect: int = 1) -> list[AbstractIncomingMessage]:
+        """Take (and ack) up to `expect` messages from a queue, waiting at most `timeout`."""
+        queue = await self.channel.get_queue(name, ensure=False)
+        found: list[AbstractIncomingMessage] = []
+        deadline = time.monotonic() + timeout
+        while len(found) < expect and time.monotonic() < deadline:
+            message = await queue.get(fail=False, no_ack=True)
+            if message is None:
+                await asyncio.sleep(0.05)
+            else:
+                found.append(message)
+        return found
+
+    async def queue_depth(self, name: str) -> int:
+        channel = await self.connection.channel()
+        try:
+            queue = await channel.declare_queue(name, passive=True)
+            return int(queue.declaration_result.message_count or 0)
+        finally:
+            await channel.close()
+
+
+@asynccontextmanager
+async def broker_tool(url: str, topology: Topology | None = None) -> AsyncIterator[BrokerTool]:
+    connection = await aio_pika.connect(url)
+    try:
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        await (topology or default_topology()).declare(channel)
+        yield BrokerTool(connection, channel)
+    finally:
+        await connection.close()

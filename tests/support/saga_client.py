@@ -1,0 +1,77 @@
+"""A small client of both APIs for tests, plus the money invariants read straight from the database."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+import httpx
+
+from saga_common.settings import to_libpq_url
+
+SEED_ORDER = {"customer_id": 1, "product_id": 1, "status": "pending", "quantity": 1, "total_price": 50.0}
+TERMINAL = {"fulfilled", "rejected", "cancelled"}
+
+
+@dataclass
+class SagaClient:
+    order_url: str
+    customer_url: str
+    http: httpx.AsyncClient
+
+    async def create_customer(self, balance: str | Decimal, name: str = "test customer") -> int:
+        response = await self.http.post(f"{self.customer_url}/customers", json={"name": name, "balance": str(balance)})
+        assert response.status_code == 201, response.text
+        return int(response.json()["id"])
+
+    async def customer(self, customer_id: int) -> dict[str, Any]:
+        response = await self.http.get(f"{self.customer_url}/customers/{customer_id}")
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    async def create_order(
+        self, customer_id: int, price: str | float | Decimal = "10.00", **headers: str
+    ) -> dict[str, Any]:
+        body = {"customer_id": customer_id, "product_id": 7, "quantity": 1, "total_price": str(price)}
+        response = await self.http.post(f"{self.order_url}/orders/", json=body, headers=headers)
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    async def order(self, order_id: int) -> dict[str, Any]:
+        response = await self.http.get(f"{self.order_url}/orders/{order_id}")
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    async def wait_for_status(self, order_id: int, statuses: set[str], timeout: float = 15) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            order = await self.order(order_id)
+            if order["status"] in statuses:
+                return order
+            if time.monotonic() > deadline:
+                raise AssertionError(f"order {order_id} still {order['status']} after {timeout}s, wanted {statuses}")
+            await asyncio.sleep(0.05)
+
+    async def cancel(self, order_id: int) -> httpx.Response:
+        return await self.http.post(f"{self.order_url}/orders/{order_id}/cancel")
+
+
+async def money_of(customer_database_url: str, customer_ids: list[int] | None = None) -> dict[str, Decimal]:
+    """Balances and active reservations, summed (over some customers, or all)."""
+    conn = await asyncpg.connect(to_libpq_url(customer_database_url))
+    try:
+        where = "WHERE id = ANY($1::bigint[])" if customer_ids else ""
+        args = [customer_ids] if customer_ids else []
+        balance = await conn.fetchval(f"SELECT coalesce(sum(balance), 0) FROM customers {where}", *args)
+        where_r = "AND customer_id = ANY($1::bigint[])" if customer_ids else ""
+        reserved = await conn.fetchval(
+            f"SELECT coalesce(sum(amount), 0) FROM reservations WHERE status = 'active' {where_r}", *args
+        )
+        minimum = await conn.fetchval(f"SELECT coalesce(min(balance), 0) FROM customers {where}", *args)
+        return {"balance": balance, "reserved": reserved, "total": balance + reserved, "min_balance": minimum}
+    finally:
+        await conn.close()

@@ -1,0 +1,68 @@
+"""Settings: the seed's variable names, broker URL lists, and no development secrets in production."""
+
+import pytest
+from pydantic import ValidationError
+
+from order_service.settings import OrderSettings
+from saga_common.settings import to_asyncpg_url
+from saga_common.topology import ServiceQueues
+
+
+def test_seed_variable_names(monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u:p@db:5432/orders")
+    monkeypatch.setenv("RABBITMQ_BROKER_URL", "amqp://u:p@mq:5672/")
+    settings = OrderSettings()
+    assert settings.database_url == "postgresql://u:p@db:5432/orders"
+    assert settings.broker_urls == ["amqp://u:p@mq:5672/"]
+    assert settings.http_port == 8001
+
+
+def test_a_list_of_broker_urls_is_one_per_node():
+    settings = OrderSettings(rabbitmq_broker_url="amqp://a:5672/, amqp://b:5673/,amqp://c:5674/")
+    assert settings.broker_urls == ["amqp://a:5672/", "amqp://b:5673/", "amqp://c:5674/"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "says"),
+    [
+        ("database_url", "mysql://x/y", "postgresql"),
+        ("rabbitmq_broker_url", "http://x/", "amqp"),
+        ("rabbitmq_broker_url", " , ", "empty"),
+        ("retry_delays_ms", [], "positive"),
+    ],
+)
+def test_bad_settings_are_refused_with_a_reason(field, value, says):
+    with pytest.raises(ValidationError, match=says):
+        OrderSettings(**{field: value})
+
+
+def test_production_refuses_development_passwords():
+    with pytest.raises(ValidationError, match="development password"):
+        OrderSettings(environment="production", database_url="postgresql://postgres@db/orders")
+    with pytest.raises(ValidationError, match="development password"):
+        OrderSettings(
+            environment="production",
+            database_url="postgresql://app:s3cret-Long@db/orders",
+            rabbitmq_broker_url="amqp://guest:guest@mq/",
+        )
+    OrderSettings(
+        environment="production",
+        database_url="postgresql://app:s3cret-Long@db/orders",
+        rabbitmq_broker_url="amqp://app:an0ther-Long@mq/",
+    )
+
+
+def test_driver_is_added_for_sqlalchemy():
+    assert to_asyncpg_url("postgresql://x@h/db") == "postgresql+asyncpg://x@h/db"
+    assert to_asyncpg_url("postgres://x@h/db") == "postgresql+asyncpg://x@h/db"
+
+
+def test_retry_tiers_grow_then_repeat_the_last():
+    queues = ServiceQueues("svc", (500, 2000, 10000))
+    assert [queues.retry_for_attempt(n) for n in (1, 2, 3, 4, 9)] == [
+        "svc.retry.500ms",
+        "svc.retry.2000ms",
+        "svc.retry.10000ms",
+        "svc.retry.10000ms",
+        "svc.retry.10000ms",
+    ]
