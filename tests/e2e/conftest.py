@@ -10,11 +10,6 @@ from tests.support.processes import ServiceProcess
 from tests.support.saga_client import SagaClient
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        item.add_marker(pytest.mark.e2e)
-
-
 @pytest.fixture(scope="module")
 def services(saga_env_module: SagaEnvironment) -> Iterator[tuple[ServiceProcess, ServiceProcess]]:
     """Both services as real processes, for the whole module."""

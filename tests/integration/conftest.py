@@ -14,12 +14,6 @@ from saga_common.runtime import ServiceRuntime, ServiceSpec
 from saga_common.topology import CUSTOMER_SERVICE, ORDER_SERVICE
 from tests.support.infra import SagaEnvironment
 
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        item.add_marker(pytest.mark.integration)
-
-
 RuntimeFactory = Callable[..., Any]
 
 

@@ -86,7 +86,8 @@ class ServiceProcess:
             self.process.wait(10)
 
     def stop(self, timeout: float = 30) -> int:
-        """SIGTERM and wait for the graceful exit; returns the exit code."""
+        """SIGTERM and wait for the graceful exit; returns the exit code (uvicorn re-raises the signal after
+        its clean shutdown, so a graceful stop ends with -15, as Kubernetes expects)."""
         if self.process is None:
             return 0
         if self.process.poll() is None:

@@ -6,6 +6,7 @@ import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from saga_common.settings import ServiceSettings, to_asyncpg_url, to_libpq_url
+from saga_common.tracing import tracing_enabled
 
 # Stable constraint names, so Alembic migrations can refer to them.
 NAMING_CONVENTION = {
@@ -18,7 +19,7 @@ NAMING_CONVENTION = {
 
 
 def create_engine(settings: ServiceSettings) -> AsyncEngine:
-    return create_async_engine(
+    engine = create_async_engine(
         to_asyncpg_url(settings.database_url),
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
@@ -33,6 +34,11 @@ def create_engine(settings: ServiceSettings) -> AsyncEngine:
             "timeout": 5,
         },
     )
+    if tracing_enabled():
+        from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+
+        SQLAlchemyInstrumentor().instrument(engine=engine.sync_engine, enable_commenter=False)
+    return engine
 
 
 async def ensure_database(url: str) -> bool:

@@ -180,6 +180,10 @@ class OutboxRelay:
 
     async def publish_batch(self) -> int:
         """Publish one batch of unsent rows; return how many were confirmed and marked sent."""
+        with tracing.untraced():
+            return await self._publish_batch()
+
+    async def _publish_batch(self) -> int:
         async with self._engine.begin() as conn:
             rows = (await conn.execute(_SELECT_BATCH, {"limit": self._batch_size})).all()
             if not rows:

@@ -22,6 +22,7 @@ from saga_common.db import create_engine
 from saga_common.outbox import OutboxRelay, refresh_backlog_metrics
 from saga_common.settings import ServiceSettings
 from saga_common.topology import BINDINGS, Topology
+from saga_common.tracing import untraced
 from saga_common.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -171,7 +172,8 @@ class ServiceRuntime:
     async def _every(self, interval_s: float, job: Callable[[], Awaitable[None]]) -> None:
         while True:
             try:
-                await job()
+                with untraced():
+                    await job()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - a periodic job must survive outages

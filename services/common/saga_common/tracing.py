@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import uuid
 from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -53,12 +54,16 @@ def configure_tracing(default_service_name: str) -> bool:
     if _State.enabled:
         return True
 
-    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, SERVICE_NAME, Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {SERVICE_NAME: default_service_name}
-    provider = TracerProvider(resource=Resource.create(attributes))
+    # service.instance.id tells replicas (and a process from its restarted self) apart in Jaeger.
+    attributes = {SERVICE_INSTANCE_ID: str(uuid.uuid4())}
+    if not os.environ.get("OTEL_SERVICE_NAME"):
+        attributes[SERVICE_NAME] = default_service_name
+    resource = Resource({SERVICE_INSTANCE_ID: attributes.pop(SERVICE_INSTANCE_ID)}).merge(Resource.create(attributes))
+    provider = TracerProvider(resource=resource)
     provider.add_span_processor(BatchSpanProcessor(_otlp_exporter()))
     trace.set_tracer_provider(provider)
     _State.provider = provider
@@ -205,6 +210,34 @@ def consume_span(
         f"process {routing_key}", context=parent, kind=SpanKind.CONSUMER, links=links, attributes=attributes
     ) as span:
         yield span
+
+
+@contextmanager
+def untraced() -> Iterator[None]:
+    """Background work (relay polling, probes, gauges) must not start a trace of its own per round: the
+    database instrumentation would make every poll a root span in Jaeger."""
+    if not _State.enabled:
+        yield
+        return
+    from opentelemetry.instrumentation.utils import suppress_instrumentation
+
+    with suppress_instrumentation():
+        yield
+
+
+def annotate(*, order_id: int | None = None, step: str | None = None, outcome: str | None = None) -> None:
+    """Put the saga's attributes on the current span (the HTTP request or the consumer's span)."""
+    span = trace.get_current_span()
+    if not span.is_recording():
+        return
+    for key, value in ((ATTR_ORDER_ID, order_id), (ATTR_STEP, step), (ATTR_OUTCOME, outcome)):
+        if value is not None:
+            span.set_attribute(key, value)
+
+
+def current_trace_id() -> str | None:
+    span_context = trace.get_current_span().get_span_context()
+    return format(span_context.trace_id, "032x") if span_context.is_valid else None
 
 
 def inject_into(span: Span, carrier: MutableMapping[str, Any]) -> None:

@@ -9,7 +9,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from opentelemetry import trace
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import REGISTRY
+from prometheus_client.exposition import choose_encoder
 from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -61,10 +62,8 @@ def create_service_app(
     app.add_middleware(HttpMetricsMiddleware)
     if tracing_on:
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
-        from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 
         FastAPIInstrumentor.instrument_app(app, excluded_urls=UNTRACED_PATHS)
-        SQLAlchemyInstrumentor().instrument(enable_commenter=False)
     return app
 
 
@@ -93,8 +92,10 @@ def health_router(service: str) -> APIRouter:
         )
 
     @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
-    async def prometheus_metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    async def prometheus_metrics(request: Request) -> Response:
+        # OpenMetrics when the scraper asks for it: that format carries the trace-id exemplars.
+        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+        return Response(encoder(REGISTRY), media_type=content_type)
 
     return router
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from customer_service import credit
+from saga_common import tracing
 from saga_common.consumer import Handler
 from saga_common.messages import CreditReleased, OrderCancelled, OrderCreated, OrderFulfilled, OrderRejected
 from saga_common.unit_of_work import Transaction
@@ -20,6 +21,8 @@ async def on_order_created(tx: Transaction, event: OrderCreated) -> None:
         log.info("order %s was already decided; this order.created changes nothing", event.order_id)
     elif decision.reserved:
         assert decision.reservation_id is not None
+        tracing.annotate(outcome="reserved")
+        log.info("reserved %s for order %s of customer %s", event.amount, event.order_id, event.customer_id)
         tx.emit(
             OrderFulfilled(
                 order_id=event.order_id,
@@ -29,11 +32,15 @@ async def on_order_created(tx: Transaction, event: OrderCreated) -> None:
             )
         )
     else:
+        tracing.annotate(outcome=f"rejected:{decision.reason}")
+        log.info("rejected order %s of customer %s: %s", event.order_id, event.customer_id, decision.reason)
         tx.emit(OrderRejected(order_id=event.order_id, customer_id=event.customer_id, reason=decision.reason))
 
 
 async def on_order_cancelled(tx: Transaction, event: OrderCancelled) -> None:
     released = await credit.release(tx.conn, order_id=event.order_id, customer_id=event.customer_id)
+    tracing.annotate(outcome="released")
+    log.info("released %s for order %s (%s)", released.amount, event.order_id, event.reason)
     tx.emit(CreditReleased(order_id=event.order_id, customer_id=released.customer_id, amount=released.amount))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from datetime import timedelta
 from typing import Annotated
 
@@ -16,6 +17,7 @@ from saga_common.logs import current_order_id
 from saga_common.messages import OrderCancelled, OrderCreated
 from saga_common.web import Problem, UowDep
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["orders"])
 
 MAX_PAGE_SIZE = 100
@@ -67,6 +69,8 @@ async def create_order(
             response.headers["Idempotent-Replayed"] = "true"
         else:
             current_order_id.set(row.id)
+            tracing.annotate(order_id=row.id, step="order.created")
+            log.info("order %s accepted: customer %s, %s", row.id, row.customer_id, row.total_price)
             tx.emit(
                 OrderCreated(
                     order_id=row.id,
@@ -123,7 +127,10 @@ async def cancel_order(order_id: OrderId, uow: UowDep) -> OrderOut:
         except saga.CannotCancel as exc:
             raise HTTPException(status.HTTP_409_CONFLICT, f"order {order_id} cannot be cancelled: {exc}") from None
         assert decision.new_status is not None
+        current_order_id.set(order_id)
+        tracing.annotate(order_id=order_id, step="order.cancelled")
         updated = await orders.set_status(tx.conn, order_id, decision.new_status)
+        log.info("order %s cancelling: releasing its credit", order_id)
         # The compensation belongs to the saga's trace; the cancel request that started it is linked.
         tx.emit(
             OrderCancelled(order_id=order_id, customer_id=row.customer_id, reason="cancelled_by_client"),

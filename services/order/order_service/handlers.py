@@ -8,8 +8,8 @@ from typing import Any
 from sqlalchemy import Row
 
 from order_service import orders, saga
-from order_service.models import OrderStatus
-from saga_common import metrics
+from order_service.models import TERMINAL_STATUSES, OrderStatus
+from saga_common import metrics, tracing
 from saga_common.consumer import Handler
 from saga_common.messages import CreditReleased, OrderCancelled, OrderFulfilled, OrderRejected, PoisonMessage
 from saga_common.unit_of_work import Transaction
@@ -27,16 +27,17 @@ async def _lock(tx: Transaction, order_id: int) -> Row[Any]:
 async def _apply(tx: Transaction, row: Row[Any], decision: saga.Decision, step: str) -> None:
     if decision.new_status is not None:
         updated = await orders.set_status(tx.conn, row.id, decision.new_status, reason=decision.reason)
-        if decision.new_status in (OrderStatus.FULFILLED, OrderStatus.REJECTED, OrderStatus.CANCELLED):
-            outcome, reason, seconds = (
-                decision.new_status.value,
-                decision.reason or "",
-                orders.duration_seconds(updated),
-            )
+        outcome = decision.new_status.value
+        tracing.annotate(outcome=outcome)
+        log.info("order %s %s%s", row.id, outcome, f" ({decision.reason})" if decision.reason else "")
+        if decision.new_status in TERMINAL_STATUSES:
+            reason, seconds = decision.reason or "", orders.duration_seconds(updated)
+            trace_id = tracing.current_trace_id()
 
             def count_finished() -> None:
                 metrics.SAGAS_FINISHED.labels(outcome, reason).inc()
-                metrics.SAGA_DURATION.labels(outcome).observe(seconds)
+                # The exemplar lets Grafana jump from a slow bucket straight to that saga's trace.
+                metrics.SAGA_DURATION.labels(outcome).observe(seconds, {"trace_id": trace_id} if trace_id else None)
 
             tx.after_commit(count_finished)
     if decision.compensate:

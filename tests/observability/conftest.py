@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+
+from tests.support.infra import SagaEnvironment
+from tests.support.otlp import OtlpReceiver
+from tests.support.processes import ServiceProcess
+from tests.support.saga_client import SagaClient
+
+
+def tracing_env(receiver: OtlpReceiver) -> dict[str, str]:
+    return {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+    }
+
+
+@pytest.fixture(scope="module")
+def otlp_receiver() -> Iterator[OtlpReceiver]:
+    receiver = OtlpReceiver().start()
+    try:
+        yield receiver
+    finally:
+        receiver.stop()
+
+
+@pytest.fixture(scope="module")
+def traced_services(
+    saga_env_module: SagaEnvironment, otlp_receiver: OtlpReceiver
+) -> Iterator[tuple[ServiceProcess, ServiceProcess]]:
+    env = saga_env_module
+    extra = tracing_env(otlp_receiver)
+    customer = ServiceProcess("customer_service", env.databases.customer_url, env.broker_url, extra_env=extra).start()
+    order = ServiceProcess("order_service", env.databases.order_url, env.broker_url, extra_env=extra).start()
+    try:
+        yield order, customer
+    finally:
+        order.stop()
+        customer.stop()
+
+
+@pytest.fixture
+async def saga(traced_services: tuple[ServiceProcess, ServiceProcess]) -> AsyncIterator[SagaClient]:
+    order, customer = traced_services
+    async with httpx.AsyncClient(timeout=10) as http:
+        yield SagaClient(order.base_url, customer.base_url, http)
