@@ -9,6 +9,7 @@ import pytest
 from customer_service.handlers import HANDLERS as CUSTOMER_HANDLERS
 from customer_service.settings import CustomerSettings
 from order_service.handlers import HANDLERS as ORDER_HANDLERS
+from order_service.jobs import order_jobs
 from order_service.settings import OrderSettings
 from saga_common.runtime import ServiceRuntime, ServiceSpec
 from saga_common.topology import CUSTOMER_SERVICE, ORDER_SERVICE
@@ -28,6 +29,7 @@ def runtimes(saga_env: SagaEnvironment) -> RuntimeFactory:
         handlers: dict[str, Any] | None = None,
         consume: bool = True,
         relay: bool = True,
+        jobs: bool = False,
         **overrides: Any,
     ) -> AsyncIterator[ServiceRuntime]:
         common = {"rabbitmq_broker_url": saga_env.broker_url, "log_format": "text"} | overrides
@@ -37,7 +39,11 @@ def runtimes(saga_env: SagaEnvironment) -> RuntimeFactory:
         else:
             settings = CustomerSettings(database_url=saga_env.databases.customer_url, **common)
             default_handlers = CUSTOMER_HANDLERS
-        spec = ServiceSpec(service, handlers if handlers is not None else default_handlers)
+        spec = ServiceSpec(
+            service,
+            handlers if handlers is not None else default_handlers,
+            jobs=order_jobs(settings) if jobs and service == ORDER_SERVICE else [],
+        )
         runtime = ServiceRuntime(settings, spec, consume=consume, relay=relay)
         await runtime.start()
         try:

@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
-import asyncpg
 import orjson
 from opentelemetry import context as otel_context
 from opentelemetry.trace import Link
@@ -29,7 +28,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from saga_common import metrics, tracing
 from saga_common.broker import Broker, BrokerUnavailable, Session
 from saga_common.messages import Event
-from saga_common.settings import to_libpq_url
 
 log = logging.getLogger(__name__)
 
@@ -133,12 +131,10 @@ _BACKLOG = text(
 
 
 class OutboxRelay:
-    def __init__(
-        self, engine: AsyncEngine, broker: Broker, *, database_url: str, batch_size: int, poll_interval_s: float
-    ) -> None:
+    def __init__(self, engine: AsyncEngine, broker: Broker, *, batch_size: int, poll_interval_s: float) -> None:
+        """Call `wake()` on NOTIFY `outbox` (the runtime subscribes it to the process's PgListener)."""
         self._engine = engine
         self._broker = broker
-        self._dsn = to_libpq_url(database_url)
         self._batch_size = batch_size
         self._poll_interval_s = poll_interval_s
         self._wake = asyncio.Event()
@@ -149,28 +145,24 @@ class OutboxRelay:
         self._wake.set()
 
     async def run(self) -> None:
-        listener = asyncio.create_task(self._listen(), name="outbox-listen")
         backoff = 0.05
-        try:
-            while not self._stopping:
-                # Clear before reading: a NOTIFY that lands while we publish wakes the next round.
-                self._wake.clear()
-                try:
-                    sent = await self.publish_batch()
-                    backoff = 0.05
-                except BrokerUnavailable:
-                    await self._sleep_or_wake(backoff)
-                    backoff = min(backoff * 2, 2.0)
-                    continue
-                except Exception as exc:  # noqa: BLE001 - database or broker trouble: keep the rows, retry
-                    log.warning("outbox relay round failed, will retry: %s", exc or type(exc).__name__)
-                    await self._sleep_or_wake(backoff)
-                    backoff = min(backoff * 2, 2.0)
-                    continue
-                if sent < self._batch_size:
-                    await self._sleep_or_wake(self._poll_interval_s)
-        finally:
-            listener.cancel()
+        while not self._stopping:
+            # Clear before reading: a NOTIFY that lands while we publish wakes the next round.
+            self._wake.clear()
+            try:
+                sent = await self.publish_batch()
+                backoff = 0.05
+            except BrokerUnavailable:
+                await self._sleep_or_wake(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            except Exception as exc:  # noqa: BLE001 - database or broker trouble: keep the rows, retry
+                log.warning("outbox relay round failed, will retry: %s", exc or type(exc).__name__)
+                await self._sleep_or_wake(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            if sent < self._batch_size:
+                await self._sleep_or_wake(self._poll_interval_s)
 
     async def _sleep_or_wake(self, seconds: float) -> None:
         try:
@@ -233,26 +225,6 @@ class OutboxRelay:
                 span.end()
         metrics.MESSAGES_PUBLISHED.labels(row.routing_key, "ok").inc()
         metrics.OUTBOX_PUBLISH_LAG.observe(max(0.0, (datetime.now(UTC) - row.created_at).total_seconds()))
-
-    async def _listen(self) -> None:
-        """Hold a LISTEN connection; reconnect after PostgreSQL restarts. Polling covers the gaps."""
-        while not self._stopping:
-            conn = None
-            try:
-                conn = await asyncpg.connect(self._dsn, timeout=5)
-                closed = asyncio.Event()
-                conn.add_termination_listener(lambda _conn, closed=closed: closed.set())
-                await conn.add_listener(NOTIFY_CHANNEL, lambda *_args: self._wake.set())
-                self._wake.set()  # rows may have been written while we were not listening
-                await closed.wait()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001
-                log.debug("outbox LISTEN connection failed: %s", exc)
-            finally:
-                if conn is not None and not conn.is_closed():
-                    await conn.close(timeout=2)
-            await asyncio.sleep(1.0)
 
     async def stop(self) -> None:
         self._stopping = True

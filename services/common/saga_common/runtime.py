@@ -19,7 +19,8 @@ from saga_common import metrics
 from saga_common.broker import Broker, Session
 from saga_common.consumer import Consumer, Handler
 from saga_common.db import create_engine
-from saga_common.outbox import OutboxRelay, refresh_backlog_metrics
+from saga_common.notifications import PgListener
+from saga_common.outbox import NOTIFY_CHANNEL, OutboxRelay, refresh_backlog_metrics
 from saga_common.settings import ServiceSettings
 from saga_common.topology import BINDINGS, Topology
 from saga_common.tracing import untraced
@@ -44,6 +45,8 @@ class ServiceSpec:
     name: str
     handlers: dict[str, Handler]
     jobs: list[PeriodicJob] = field(default_factory=list)
+    # PostgreSQL NOTIFY channel -> callback(payload), on the process's one LISTEN connection.
+    notifications: dict[str, Callable[[str], None]] = field(default_factory=dict)
 
 
 def topology_from(settings: ServiceSettings) -> Topology:
@@ -85,7 +88,6 @@ class ServiceRuntime:
             OutboxRelay(
                 self.engine,
                 self.broker,
-                database_url=settings.database_url,
                 batch_size=settings.outbox_batch_size,
                 poll_interval_s=settings.outbox_poll_interval_s,
             )
@@ -108,6 +110,13 @@ class ServiceRuntime:
         )
         if self.consumer is not None:
             self.broker.on_connected(self.consumer.attach)
+        self.listener = PgListener(settings.database_url)
+        if self.relay is not None:
+            self.listener.subscribe(NOTIFY_CHANNEL, lambda _payload: self.relay.wake())  # type: ignore[union-attr]
+            # Rows written while nobody listened (start-up, a PostgreSQL restart) are picked up at once.
+            self.listener.on_reconnect(self.relay.wake)
+        for channel, callback in spec.notifications.items():
+            self.listener.subscribe(channel, callback)
         self.database_ok = False
         self._tasks: list[asyncio.Task[None]] = []
         self._relay_task: asyncio.Task[None] | None = None
@@ -115,6 +124,7 @@ class ServiceRuntime:
     async def start(self) -> None:
         self.database_ok = await self.database_reachable()
         self._spawn(self.broker.run(), "broker")
+        self._spawn(self.listener.run(), "pg-listener")
         if self.relay is not None:
             self._relay_task = asyncio.create_task(self.relay.run(), name="outbox-relay")
         self._spawn(self._every(self.settings.health_probe_interval_s, self._probe_database), "health")

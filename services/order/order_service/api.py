@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import logging
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Response, status
+from sqlalchemy import Row
 
 from order_service import orders, saga
-from order_service.models import OrderStatus
+from order_service.models import TERMINAL_STATUSES, OrderStatus
 from order_service.schemas import OrderCreate, OrderOut
+from order_service.timeline import SagaTimeline, timeline_of
+from order_service.waiters import MAX_WAIT_S, OutcomeWaiters
 from saga_common import metrics, tracing
 from saga_common.logs import current_order_id
 from saga_common.messages import OrderCancelled, OrderCreated
+from saga_common.unit_of_work import UnitOfWork
 from saga_common.web import Problem, UowDep
 
 log = logging.getLogger(__name__)
@@ -86,13 +92,59 @@ async def create_order(
     return orders.to_resource(row)
 
 
-@router.get("/orders/{order_id}", response_model=OrderOut, responses={404: {"model": Problem}}, summary="Read an order")
-async def get_order(order_id: OrderId, uow: UowDep) -> OrderOut:
+@router.get(
+    "/orders/{order_id}",
+    response_model=OrderOut,
+    responses={404: {"model": Problem}},
+    summary="Read an order; with `wait`, answer as soon as it is terminal",
+)
+async def get_order(
+    order_id: OrderId,
+    uow: UowDep,
+    request: Request,
+    wait: Annotated[
+        float | None,
+        Query(
+            gt=0,
+            le=MAX_WAIT_S,
+            description=f"Seconds (at most {MAX_WAIT_S:.0f}) to wait for a terminal state (fulfilled, rejected, "
+            "cancelled) before answering with the order as it is then",
+        ),
+    ] = None,
+) -> OrderOut:
+    if wait is None:
+        row = await _read(uow, order_id)
+    else:
+        waiters: OutcomeWaiters = request.app.state.waiters
+        with waiters.register(order_id) as outcome:
+            row = await _read(uow, order_id)
+            if OrderStatus(row.status) not in TERMINAL_STATUSES:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(outcome.wait(), wait)
+                row = await _read(uow, order_id)  # woken or not: answer with what the database says now
+    return orders.to_resource(row)
+
+
+async def _read(uow: UnitOfWork, order_id: int) -> Row[Any]:
     async with uow.engine.connect() as conn:
         row = await orders.get(conn, order_id)
     if row is None:
         raise _not_found(order_id)
-    return orders.to_resource(row)
+    return row
+
+
+@router.get(
+    "/orders/{order_id}/saga",
+    response_model=SagaTimeline,
+    responses={404: {"model": Problem}},
+    summary="The order's saga step by step, with message ids and its trace id",
+)
+async def get_saga(order_id: OrderId, uow: UowDep) -> SagaTimeline:
+    async with uow.engine.connect() as conn:
+        row = await orders.get(conn, order_id)
+        if row is None:
+            raise _not_found(order_id)
+        return await timeline_of(conn, row)
 
 
 @router.get("/orders", response_model=list[OrderOut], summary="List orders, newest first")

@@ -28,7 +28,7 @@ _EXPIRE = text(
         SELECT id FROM orders
         WHERE status = 'pending' AND created_at < now() - make_interval(secs => :deadline)
         ORDER BY updated_at LIMIT :batch FOR UPDATE SKIP LOCKED
-    )
+    ) AND status = 'pending'
     RETURNING id, extract(epoch FROM completed_at - created_at) AS seconds
     """
 )

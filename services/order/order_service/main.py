@@ -8,22 +8,32 @@ from order_service.api import router
 from order_service.handlers import HANDLERS
 from order_service.jobs import order_jobs
 from order_service.settings import OrderSettings
+from order_service.waiters import NOTIFY_CHANNEL as WAITERS_CHANNEL
+from order_service.waiters import OutcomeWaiters
 from saga_common.runtime import ServiceSpec
 from saga_common.topology import ORDER_SERVICE
 from saga_common.web import create_service_app
 
 
-def service_spec(settings: OrderSettings) -> ServiceSpec:
-    return ServiceSpec(name=ORDER_SERVICE, handlers=HANDLERS, jobs=order_jobs(settings))
+def service_spec(settings: OrderSettings, waiters: OutcomeWaiters) -> ServiceSpec:
+    return ServiceSpec(
+        name=ORDER_SERVICE,
+        handlers=HANDLERS,
+        jobs=order_jobs(settings),
+        notifications={WAITERS_CHANNEL: waiters.notify},
+    )
 
 
 def create_app(settings: OrderSettings | None = None) -> FastAPI:
     settings = settings or OrderSettings()
-    return create_service_app(
+    waiters = OutcomeWaiters()
+    app = create_service_app(
         settings,
-        service_spec(settings),
+        service_spec(settings, waiters),
         title="Order service",
         description="Takes orders and drives their saga: order.created out; order.fulfilled, order.rejected "
         "and credit.released in.",
         routers=[router],
     )
+    app.state.waiters = waiters
+    return app

@@ -1,0 +1,232 @@
+"""Dead-letter queues: read them without losing anything, replay after a fix, purge on purpose.
+
+Reading: every message is taken unacknowledged, and the channel is closed at the end, which gives them all
+back to the queue; only a replayed message is acknowledged, and only after the broker confirmed its copy
+in the service's work queue. A replay that dies half-way therefore duplicates (deduplicated by the inbox),
+never loses.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+
+from saga_common.consumer import (
+    ATTEMPT_HEADER,
+    CATEGORY_HEADER,
+    DEAD_LETTERED_AT_HEADER,
+    REASON_HEADER,
+    ROUTING_KEY_HEADER,
+    SOURCE_QUEUE_HEADER,
+)
+from saga_common.topology import BINDINGS, ServiceQueues
+
+MAX_READ = 10_000  # a dead-letter queue longer than this is a fire; read it in parts after a purge or replay
+REPLAYED_AT_HEADER = "x-saga-replayed-at"
+_DROPPED_ON_REPLAY = {
+    ATTEMPT_HEADER,
+    CATEGORY_HEADER,
+    DEAD_LETTERED_AT_HEADER,
+    REASON_HEADER,
+    SOURCE_QUEUE_HEADER,
+    "x-death",
+    "x-first-death-exchange",
+    "x-first-death-queue",
+    "x-first-death-reason",
+    "x-delivery-count",
+}
+
+
+@dataclass
+class DeadLetter:
+    service: str
+    queue: str
+    position: int
+    message_id: str | None
+    type: str | None
+    order_id: str | None
+    routing_key: str | None
+    reason: str
+    category: str
+    dead_lettered_at: str | None
+    attempts: int | None
+    sent_at: datetime | None
+    headers: dict[str, Any]
+    body: bytes
+
+    @property
+    def key(self) -> str:
+        """How a user names it: its message id, or its position when it has none."""
+        return self.message_id or f"#{self.position}"
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "service": self.service,
+            "id": self.key,
+            "type": self.type,
+            "order_id": self.order_id,
+            "category": self.category,
+            "reason": self.reason,
+            "dead_lettered_at": self.dead_lettered_at,
+            "attempts": self.attempts,
+        }
+
+    def details(self) -> dict[str, Any]:
+        try:
+            body: Any = json.loads(self.body)
+        except ValueError:
+            body = self.body[:2000].decode(errors="replace") + (" ..." if len(self.body) > 2000 else "")
+        return self.summary() | {
+            "queue": self.queue,
+            "routing_key": self.routing_key,
+            "sent_at": self.sent_at.isoformat() if self.sent_at else None,
+            "size_bytes": len(self.body),
+            "headers": {k: _plain(v) for k, v in self.headers.items()},
+            "body": body,
+        }
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _why(headers: dict[str, Any]) -> tuple[str, str]:
+    if REASON_HEADER in headers:
+        return str(_plain(headers[REASON_HEADER])), str(_plain(headers.get(CATEGORY_HEADER, "unknown")))
+    deaths = headers.get("x-death") or []
+    if deaths:
+        death = deaths[0]
+        reason = _plain(death.get("reason"))
+        if reason == "delivery_limit":
+            return (
+                f"redelivered {death.get('count', '?')} times without an ack: it crashed or stalled its consumer",
+                "delivery_limit",
+            )
+        return f"dead-lettered by the broker ({reason}) from {_plain(death.get('queue'))}", str(reason)
+    return "no reason recorded", "unknown"
+
+
+def _to_dead_letter(service: str, queue: str, position: int, message: AbstractIncomingMessage) -> DeadLetter:
+    headers = dict(message.headers or {})
+    reason, category = _why(headers)
+    attempts = headers.get(ATTEMPT_HEADER)
+    return DeadLetter(
+        service=service,
+        queue=queue,
+        position=position,
+        message_id=message.message_id,
+        type=message.type,
+        order_id=message.correlation_id,
+        routing_key=str(_plain(headers.get(ROUTING_KEY_HEADER) or message.routing_key or "")) or None,
+        reason=reason,
+        category=category,
+        dead_lettered_at=_plain(headers.get(DEAD_LETTERED_AT_HEADER)),
+        attempts=int(attempts) if attempts is not None else None,
+        sent_at=message.timestamp,
+        headers=headers,
+        body=message.body,
+    )
+
+
+class DeadLetterQueues:
+    """An open connection to the broker for one sagactl command."""
+
+    def __init__(self, connection: aio_pika.abc.AbstractConnection, services: list[str]) -> None:
+        self._connection = connection
+        self.services = services
+        self._held: dict[str, tuple[AbstractChannel, dict[str, AbstractIncomingMessage]]] = {}
+
+    @classmethod
+    async def connect(cls, broker_urls: list[str], services: list[str]) -> DeadLetterQueues:
+        unknown = set(services) - set(BINDINGS)
+        if unknown:
+            raise ValueError(f"unknown service {sorted(unknown)}; services are {sorted(BINDINGS)}")
+        errors = []
+        for url in broker_urls:
+            try:
+                return cls(await aio_pika.connect(url, timeout=5), services)
+            except Exception as exc:  # noqa: BLE001 - try the next node, report all
+                errors.append(f"{exc or type(exc).__name__}")
+        raise ConnectionError("; ".join(errors))
+
+    async def close(self) -> None:
+        await self._connection.close()  # unacknowledged messages go back to their queue
+
+    async def read(self) -> list[DeadLetter]:
+        letters: list[DeadLetter] = []
+        for service in self.services:
+            queue_name = ServiceQueues(service, ()).dead_letter
+            channel = await self._connection.channel(publisher_confirms=False)
+            queue = await channel.get_queue(queue_name, ensure=True)
+            held: dict[str, AbstractIncomingMessage] = {}
+            for position in range(1, MAX_READ + 1):
+                message = await queue.get(no_ack=False, fail=False, timeout=5)
+                if message is None:
+                    break
+                letter = _to_dead_letter(service, queue_name, position, message)
+                held[letter.key] = message
+                letters.append(letter)
+            self._held[service] = (channel, held)
+        return letters
+
+    async def replay(self, letter: DeadLetter, replayed_at: datetime | None = None) -> None:
+        """Send one back to its service's work queue; acknowledge it once the copy is confirmed."""
+        _, held = self._held[letter.service]
+        original = held[letter.key]
+        headers = {k: v for k, v in letter.headers.items() if k not in _DROPPED_ON_REPLAY}
+        if letter.routing_key:
+            headers[ROUTING_KEY_HEADER] = letter.routing_key
+        headers[REPLAYED_AT_HEADER] = (replayed_at or datetime.now(UTC)).isoformat()
+        publisher = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
+        try:
+            await publisher.default_exchange.publish(
+                aio_pika.Message(
+                    letter.body,
+                    headers=headers,
+                    message_id=original.message_id,
+                    correlation_id=original.correlation_id,
+                    type=original.type,
+                    content_type=original.content_type,
+                    timestamp=original.timestamp,
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                ),
+                routing_key=ServiceQueues(letter.service, ()).work,
+                mandatory=True,
+                timeout=10,
+            )
+        finally:
+            await publisher.close()
+        await original.ack()
+
+    async def depths(self) -> dict[str, int]:
+        counts = {}
+        for service in self.services:
+            channel = await self._connection.channel(publisher_confirms=False)
+            try:
+                queue = await channel.declare_queue(ServiceQueues(service, ()).dead_letter, passive=True)
+                counts[service] = int(queue.declaration_result.message_count or 0)
+            finally:
+                await channel.close()
+        return counts
+
+    async def purge(self, service: str) -> int:
+        channel = await self._connection.channel(publisher_confirms=False)
+        try:
+            queue = await channel.get_queue(ServiceQueues(service, ()).dead_letter, ensure=True)
+            result = await queue.purge()
+            return int(result.message_count or 0)
+        finally:
+            await channel.close()

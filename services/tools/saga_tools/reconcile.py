@@ -1,0 +1,172 @@
+"""Reconciliation: compare both databases, repair what the saga can repair itself, report the rest.
+
+What it looks for (only in sagas older than a grace period, so in-flight sagas are never touched):
+  - credit held (an active reservation) for an order that is rejected or cancelled: re-send
+    `order.cancelled`, the customer service releases it (repairable);
+  - an order stuck in `cancelling`: re-send `order.cancelled`; releasing is idempotent, and the answer
+    `credit.released` completes the cancellation (repairable);
+  - credit held for an order the order database does not know, or a fulfilled order whose credit is not
+    held: reported for a human (re-reserving credit could fail; releasing it could be wrong);
+  - orders pending past their deadline: reported (the order service's deadline sweeper rejects them).
+Repairs go through the order service's outbox, like any other event of the saga, so they are published,
+traced and deduplicated the usual way. With nothing wrong, it writes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import asyncpg
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+
+from saga_common.messages import OrderCancelled
+from saga_common.settings import to_asyncpg_url, to_libpq_url
+from saga_common.unit_of_work import UnitOfWork
+
+RECONCILE_REASON = "reconciliation"
+FULFILLED_WINDOW_S = 7 * 86400  # how far back fulfilled orders are compared with their reservations
+
+_ACTIVE_RESERVATIONS = """
+    SELECT order_id, customer_id, amount FROM reservations
+    WHERE status = 'active' AND created_at < now() - make_interval(secs => $1)
+"""
+_ORDERS_BY_ID = "SELECT id, status, customer_id FROM orders WHERE id = ANY($1::bigint[])"
+_STUCK_CANCELLING = """
+    SELECT o.id, o.customer_id FROM orders o
+    WHERE o.status = 'cancelling' AND o.updated_at < now() - make_interval(secs => $1)
+      AND NOT EXISTS (SELECT 1 FROM outbox b WHERE b.order_id = o.id AND b.published_at IS NULL)
+"""
+_RECENT_FULFILLED = """
+    SELECT id, customer_id FROM orders
+    WHERE status = 'fulfilled' AND updated_at < now() - make_interval(secs => $1)
+      AND updated_at > now() - make_interval(secs => $2)
+"""
+_RESERVATION_STATUS = "SELECT order_id, status FROM reservations WHERE order_id = ANY($1::bigint[])"
+_OVERDUE_PENDING = (
+    "SELECT count(*) FROM orders WHERE status = 'pending' AND created_at < now() - make_interval(secs => $1)"
+)
+
+
+@dataclass(frozen=True)
+class Finding:
+    problem: str
+    order_id: int | None
+    customer_id: int | None
+    action: str
+
+
+@dataclass
+class ReconcileReport:
+    dry_run: bool
+    checked: dict[str, int] = field(default_factory=dict)
+    repaired: list[Finding] = field(default_factory=list)
+    needs_attention: list[Finding] = field(default_factory=list)
+
+    @property
+    def consistent(self) -> bool:
+        return not self.repaired and not self.needs_attention
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            "consistent": self.consistent,
+            "checked": self.checked,
+            "repaired": [asdict(f) for f in self.repaired],
+            "needs_attention": [asdict(f) for f in self.needs_attention],
+        }
+
+
+async def reconcile(
+    order_database_url: str,
+    customer_database_url: str,
+    *,
+    grace_s: float,
+    deadline_s: float,
+    dry_run: bool,
+    exchange: str = "saga.events",
+) -> ReconcileReport:
+    report = ReconcileReport(dry_run=dry_run)
+    orders = await asyncpg.connect(to_libpq_url(order_database_url))
+    customers = await asyncpg.connect(to_libpq_url(customer_database_url))
+    try:
+        resend: list[tuple[Finding, int, int]] = []
+
+        held = await customers.fetch(_ACTIVE_RESERVATIONS, grace_s)
+        report.checked["active reservations"] = len(held)
+        known = {row["id"]: row for row in await orders.fetch(_ORDERS_BY_ID, [r["order_id"] for r in held])}
+        for reservation in held:
+            order = known.get(reservation["order_id"])
+            if order is None:
+                report.needs_attention.append(
+                    Finding(
+                        f"credit {reservation['amount']} held for an order the order database does not know",
+                        reservation["order_id"],
+                        reservation["customer_id"],
+                        "none: check where this order came from, then release it by hand",
+                    )
+                )
+            elif order["status"] in ("rejected", "cancelled"):
+                finding = Finding(
+                    f"credit {reservation['amount']} held for a {order['status']} order",
+                    order["id"],
+                    order["customer_id"],
+                    "re-sent order.cancelled: the customer service releases the credit",
+                )
+                resend.append((finding, order["id"], order["customer_id"]))
+
+        stuck = await orders.fetch(_STUCK_CANCELLING, grace_s)
+        report.checked["orders cancelling"] = len(stuck)
+        for order in stuck:
+            finding = Finding(
+                f"order cancelling for more than {grace_s:.0f}s",
+                order["id"],
+                order["customer_id"],
+                "re-sent order.cancelled: its credit.released answer completes the cancellation",
+            )
+            resend.append((finding, order["id"], order["customer_id"]))
+
+        fulfilled = await orders.fetch(_RECENT_FULFILLED, grace_s, FULFILLED_WINDOW_S)
+        report.checked["fulfilled orders"] = len(fulfilled)
+        reservations = {
+            row["order_id"]: row["status"]
+            for row in await customers.fetch(_RESERVATION_STATUS, [o["id"] for o in fulfilled])
+        }
+        for order in fulfilled:
+            status = reservations.get(order["id"], "missing")
+            if status != "active":
+                report.needs_attention.append(
+                    Finding(
+                        f"fulfilled order whose reservation is {status}",
+                        order["id"],
+                        order["customer_id"],
+                        "none: reserve again by hand or cancel the order",
+                    )
+                )
+
+        overdue = await orders.fetchval(_OVERDUE_PENDING, deadline_s + grace_s)
+        report.checked["orders pending past their deadline"] = overdue
+        if overdue:
+            report.needs_attention.append(
+                Finding(
+                    f"{overdue} orders pending past their deadline",
+                    None,
+                    None,
+                    "none: the order service's deadline sweeper rejects them; is an order service running?",
+                )
+            )
+    finally:
+        await orders.close()
+        await customers.close()
+
+    if resend and not dry_run:
+        engine = create_async_engine(to_asyncpg_url(order_database_url), poolclass=NullPool)
+        try:
+            async with UnitOfWork(engine, exchange=exchange).begin() as tx:
+                for _, order_id, customer_id in resend:
+                    tx.emit(OrderCancelled(order_id=order_id, customer_id=customer_id, reason=RECONCILE_REASON))
+        finally:
+            await engine.dispose()
+    report.repaired = [finding for finding, _, _ in resend]
+    return report

@@ -1,0 +1,340 @@
+"""sagactl: operate the saga from a terminal or a CronJob.
+
+    sagactl order ID                      the order, its saga step by step, its trace id
+    sagactl dlq list|show|replay|purge    dead-lettered messages, with their reasons
+    sagactl reconcile [--dry-run]         find and repair inconsistencies between the two databases
+    sagactl prune [--dry-run]             retention of sent outbox rows and old inbox records
+
+Tables by default, `--json` for scripts. Where to find things comes from the environment (see README,
+"Operations"): ORDER_SERVICE_URL, ORDER_DATABASE_URL, CUSTOMER_DATABASE_URL, RABBITMQ_BROKER_URL, and
+the services' own SAGA_* retention and deadline settings. Exit codes: 0 done, 1 error, 3 needs a human.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+import sqlalchemy.exc
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+from tabulate import tabulate
+
+from saga_common.retention import inbox_window, prune
+from saga_common.settings import DEFAULT_BROKER_URL, redact_url, split_broker_urls, to_asyncpg_url
+from saga_common.topology import CUSTOMER_SERVICE, ORDER_SERVICE
+from saga_tools.dlq import DeadLetter, DeadLetterQueues
+from saga_tools.reconcile import reconcile
+
+EXIT_ERROR = 1
+EXIT_NEEDS_ATTENTION = 3
+SERVICES = {"order": ORDER_SERVICE, "customer": CUSTOMER_SERVICE}
+DATABASE_ERRORS = (OSError, asyncpg.PostgresError, sqlalchemy.exc.DBAPIError)
+
+
+class SagactlSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore")
+
+    order_service_url: str = Field("http://127.0.0.1:8001", validation_alias="ORDER_SERVICE_URL")
+    order_database_url: str = Field(
+        "postgresql://postgres@127.0.0.1:5432/orders", validation_alias="ORDER_DATABASE_URL"
+    )
+    customer_database_url: str = Field(
+        "postgresql://postgres@127.0.0.1:5432/customers", validation_alias="CUSTOMER_DATABASE_URL"
+    )
+    rabbitmq_broker_url: str = Field(DEFAULT_BROKER_URL, validation_alias="RABBITMQ_BROKER_URL")
+    jaeger_ui_url: str | None = Field(None, validation_alias="JAEGER_UI_URL")
+    outbox_retention_s: float = Field(7 * 86400, gt=0, validation_alias="SAGA_OUTBOX_RETENTION_S")
+    inbox_retention_s: float = Field(7 * 86400, gt=0, validation_alias="SAGA_INBOX_RETENTION_S")
+    saga_deadline_s: float = Field(30.0, gt=0, validation_alias="SAGA_SAGA_DEADLINE_S")
+    reconcile_grace_s: float = Field(60.0, ge=0, validation_alias="SAGA_RECONCILE_GRACE_S")
+
+
+class CommandError(Exception):
+    """A failure the user can act on; printed without a traceback."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    try:
+        settings = SagactlSettings()
+    except ValidationError as exc:
+        sys.exit(f"sagactl: invalid configuration:\n{exc}")
+    try:
+        code = asyncio.run(args.handler(args, settings))
+    except CommandError as exc:
+        print(f"sagactl: {exc}", file=sys.stderr)
+        code = EXIT_ERROR
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sagactl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, handler: Callable[..., Awaitable[int]], help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("--json", action="store_true", help="machine-readable output")
+        sub.set_defaults(handler=handler)
+        return sub
+
+    order = command("order", _order, "show an order, its saga timeline and its trace id")
+    order.add_argument("order_id", type=int, help="the order's id")
+
+    dlq = commands.add_parser("dlq", help="dead-lettered messages: list, show, replay, purge")
+    dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
+    service_help = "which service's dead-letter queue (default: all)"
+
+    def dlq_command(name: str, handler: Callable[..., Awaitable[int]], help_text: str) -> argparse.ArgumentParser:
+        sub = dlq_commands.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("--json", action="store_true", help="machine-readable output")
+        sub.add_argument("--service", choices=[*SERVICES, "all"], default="all", help=service_help)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    dlq_command("list", _dlq_list, "list the dead-lettered messages with their reasons")
+    show = dlq_command("show", _dlq_show, "show one dead-lettered message: headers and body")
+    show.add_argument("message", help="its message id (or #N, its position in `list`)")
+    replay = dlq_command("replay", _dlq_replay, "send dead-lettered messages back to their queue after a fix")
+    which = replay.add_mutually_exclusive_group(required=True)
+    which.add_argument("message", nargs="?", help="its message id (or #N)")
+    which.add_argument("--all", action="store_true", help="replay every dead-lettered message")
+    replay.add_argument(
+        "--force", action="store_true", help="also replay messages older than the inbox's deduplication window"
+    )
+    purge = dlq_command("purge", _dlq_purge, "delete every dead-lettered message (asks for confirmation)")
+    purge.add_argument("--yes", action="store_true", help="do not ask")
+
+    rec = command("reconcile", _reconcile, "find and repair what is inconsistent between the two databases")
+    rec.add_argument("--dry-run", action="store_true", help="report only, change nothing")
+    prn = command("prune", _prune, "delete sent outbox rows and inbox records past their retention")
+    prn.add_argument("--dry-run", action="store_true", help="count only, delete nothing")
+    return parser
+
+
+def _emit(args: argparse.Namespace, data: Any, human: Callable[[], str]) -> None:
+    print(json.dumps(data, indent=2, default=str) if args.json else human())
+
+
+# --- order -----------------------------------------------------------------------------------------
+
+
+async def _order(args: argparse.Namespace, settings: SagactlSettings) -> int:
+    base = settings.order_service_url.rstrip("/")
+    try:
+        async with httpx.AsyncClient(timeout=10) as http:
+            order = await http.get(f"{base}/orders/{args.order_id}")
+            if order.status_code == 404:
+                raise CommandError(f"order {args.order_id} not found at {base}")
+            order.raise_for_status()
+            saga = (await http.get(f"{base}/orders/{args.order_id}/saga")).raise_for_status().json()
+    except httpx.HTTPError as exc:
+        raise CommandError(f"cannot reach the order service at {base} ({exc}); set ORDER_SERVICE_URL") from None
+    data = {"order": order.json(), "saga": saga}
+    if settings.jaeger_ui_url and saga["trace_id"]:
+        data["trace_url"] = f"{settings.jaeger_ui_url.rstrip('/')}/trace/{saga['trace_id']}"
+
+    def human() -> str:
+        o = order.json()
+        head = [
+            f"order {o['id']}: {o['status']}" + (f" ({o['rejection_reason']})" if o["rejection_reason"] else ""),
+            f"customer {o['customer_id']}, product {o['product_id']} x{o['quantity']}, {o['total_price']}",
+            f"trace id: {saga['trace_id'] or '(tracing off)'}"
+            + (f"  {data['trace_url']}" if "trace_url" in data else ""),
+            "",
+        ]
+        rows = [
+            [s["at"] or "(not yet)", s["step"], s["service"], s["message_id"] or "", s["detail"] or ""]
+            for s in saga["steps"]
+        ]
+        return "\n".join(head) + tabulate(rows, headers=["at", "step", "by", "message id", "detail"])
+
+    _emit(args, data, human)
+    return 0
+
+
+# --- dlq -------------------------------------------------------------------------------------------
+
+
+def _services(args: argparse.Namespace) -> list[str]:
+    return list(SERVICES.values()) if args.service == "all" else [SERVICES[args.service]]
+
+
+async def _open_dlq(args: argparse.Namespace, settings: SagactlSettings) -> DeadLetterQueues:
+    urls = split_broker_urls(settings.rabbitmq_broker_url)
+    try:
+        return await DeadLetterQueues.connect(urls, _services(args))
+    except ConnectionError as exc:
+        shown = ", ".join(redact_url(url) for url in urls)
+        raise CommandError(f"cannot reach RabbitMQ at {shown} ({exc}); set RABBITMQ_BROKER_URL") from None
+
+
+def _find(letters: list[DeadLetter], key: str) -> DeadLetter:
+    found = [letter for letter in letters if letter.key == key or letter.message_id == key]
+    if not found:
+        raise CommandError(f"no dead-lettered message {key!r}; `sagactl dlq list` shows what there is")
+    return found[0]
+
+
+async def _dlq_list(args: argparse.Namespace, settings: SagactlSettings) -> int:
+    queues = await _open_dlq(args, settings)
+    try:
+        letters = await queues.read()
+    finally:
+        await queues.close()
+    rows = [letter.summary() for letter in letters]
+
+    def human() -> str:
+        if not rows:
+            return "no dead-lettered messages"
+        table = [[r["service"], r["id"], r["type"], r["order_id"], r["category"], r["reason"][:80]] for r in rows]
+        return tabulate(table, headers=["service", "id", "type", "order", "category", "reason"])
+
+    _emit(args, rows, human)
+    return 0
+
+
+async def _dlq_show(args: argparse.Namespace, settings: SagactlSettings) -> int:
+    queues = await _open_dlq(args, settings)
+    try:
+        letter = _find(await queues.read(), args.message)
+    finally:
+        await queues.close()
+    details = letter.details()
+    _emit(args, details, lambda: json.dumps(details, indent=2, default=str))
+    return 0
+
+
+async def _dlq_replay(args: argparse.Namespace, settings: SagactlSettings) -> int:
+    window = timedelta(seconds=inbox_window(settings.inbox_retention_s))
+    now = datetime.now(UTC)
+    queues = await _open_dlq(args, settings)
+    replayed, refused = [], []
+    try:
+        letters = await queues.read()
+        chosen = letters if args.all else [_find(letters, args.message)]
+        for letter in chosen:
+            if letter.sent_at is not None and now - letter.sent_at > window and not args.force:
+                # Its inbox record may be pruned: a replay could repeat an effect. Only with --force.
+                refused.append(letter.summary() | {"why": f"older than the {window} deduplication window"})
+                continue
+            await queues.replay(letter, now)
+            replayed.append(letter.summary())
+    finally:
+        await queues.close()
+    result = {"replayed": replayed, "refused": refused}
+
+    def human() -> str:
+        lines = [f"replayed {len(replayed)} message(s) to their service's queue"]
+        lines += [f"  refused {r['id']}: {r['why']} (use --force)" for r in refused]
+        return "\n".join(lines)
+
+    _emit(args, result, human)
+    return EXIT_NEEDS_ATTENTION if refused else 0
+
+
+async def _dlq_purge(args: argparse.Namespace, settings: SagactlSettings) -> int:
+    queues = await _open_dlq(args, settings)
+    try:
+        counts = await queues.depths()
+        if not sum(counts.values()):
+            _emit(args, {"purged": counts}, lambda: "nothing to purge")
+            return 0
+        if not args.yes:
+            listed = ", ".join(f"{n} from {service}" for service, n in counts.items() if n)
+            if not sys.stdin.isatty():
+                raise CommandError(f"refusing to purge {listed} without a terminal to confirm; add --yes")
+            prompt = f"Delete {listed} for good? Type 'purge' to confirm: "
+            if (await asyncio.to_thread(input, prompt)).strip() != "purge":
+                print("nothing purged")
+                return EXIT_ERROR
+        purged = {service: await queues.purge(service) for service in queues.services}
+    finally:
+        await queues.close()
+    _emit(args, {"purged": purged}, lambda: "purged " + ", ".join(f"{n} from {s}" for s, n in purged.items()))
+    return 0
+
+
+# --- reconcile and prune ---------------------------------------------------------------------------
+
+
+async def _reconcile(args: argparse.Namespace, settings: SagactlSettings) -> int:
+    try:
+        report = await reconcile(
+            settings.order_database_url,
+            settings.customer_database_url,
+            grace_s=settings.reconcile_grace_s,
+            deadline_s=settings.saga_deadline_s,
+            dry_run=args.dry_run,
+        )
+    except DATABASE_ERRORS as exc:
+        raise CommandError(
+            f"cannot reach a database ({exc}); set ORDER_DATABASE_URL and CUSTOMER_DATABASE_URL"
+        ) from None
+    data = report.as_dict()
+
+    def human() -> str:
+        checked = ", ".join(f"{n} {what}" for what, n in report.checked.items())
+        lines = [f"checked: {checked}"]
+        if report.consistent:
+            lines.append("consistent: nothing to do")
+        verb = "would repair" if report.dry_run else "repaired"
+        lines += [f"{verb}: order {f.order_id}: {f.problem} -> {f.action}" for f in report.repaired]
+        lines += [f"needs attention: order {f.order_id}: {f.problem} -> {f.action}" for f in report.needs_attention]
+        return "\n".join(lines)
+
+    _emit(args, data, human)
+    return EXIT_NEEDS_ATTENTION if report.needs_attention else 0
+
+
+async def _prune(args: argparse.Namespace, settings: SagactlSettings) -> int:
+    results = {}
+    for service, url in (
+        (ORDER_SERVICE, settings.order_database_url),
+        (CUSTOMER_SERVICE, settings.customer_database_url),
+    ):
+        engine = create_async_engine(to_asyncpg_url(url), poolclass=NullPool)
+        try:
+            result = await prune(
+                engine,
+                outbox_retention_s=settings.outbox_retention_s,
+                inbox_retention_s=settings.inbox_retention_s,
+                dry_run=args.dry_run,
+            )
+        except DATABASE_ERRORS as exc:
+            raise CommandError(f"cannot reach the {service} database at {redact_url(url)} ({exc})") from None
+        finally:
+            await engine.dispose()
+        results[service] = {
+            "outbox_rows": result.outbox_rows,
+            "inbox_rows": result.inbox_rows,
+            "inbox_window_s": result.inbox_window_s,
+        }
+    verb = "would delete" if args.dry_run else "deleted"
+
+    def human() -> str:
+        return "\n".join(
+            f"{service}: {verb} {r['outbox_rows']} sent outbox rows and {r['inbox_rows']} inbox records "
+            f"(inbox window {r['inbox_window_s'] / 86400:g} days)"
+            for service, r in results.items()
+        )
+
+    _emit(args, {"dry_run": args.dry_run, "databases": results}, human)
+    return 0
+
+
+if __name__ == "__main__":
+    main()
