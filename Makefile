@@ -30,6 +30,7 @@ test: $(INSTALLED) ## the whole suite, tier by tier (what CI runs)
 	$(PYTEST) tests/unit -m unit
 	$(PYTEST) tests/integration -m integration
 	$(PYTEST) tests/e2e -m e2e
+	$(PYTEST) tests/observability -m observability
 
 test-unit: $(INSTALLED) ## pure functions: validation, envelope, state machine
 	$(PYTEST) tests/unit -m unit
@@ -39,6 +40,9 @@ test-integration: $(INSTALLED) ## outbox, inbox, consumer against a real Postgre
 
 test-e2e: $(INSTALLED) ## both services as real processes
 	$(PYTEST) tests/e2e -m e2e
+
+test-observability: $(INSTALLED) ## traces through the broker, metrics, a real Prometheus, dashboards, alert rules
+	$(PYTEST) tests/observability -m observability
 
 lint: $(INSTALLED) ## ruff
 	$(BIN)/ruff check services tests

@@ -57,6 +57,10 @@ MESSAGES_DEAD_LETTERED = Counter(
 DEAD_LETTER_QUEUE_DEPTH = Gauge(
     "saga_dead_letter_queue_messages", "Messages waiting in a dead-letter queue.", ["queue"]
 )
+QUEUE_DEPTH = Gauge(
+    "saga_queue_messages", "Messages ready in the service's work queue (consumer lag), by queue.", ["queue"]
+)
+SAGA_DEADLINE = Gauge("saga_deadline_seconds", "The saga deadline: a pending order older than this is rejected.")
 BROKER_CONNECTED = Gauge("saga_broker_connected", "1 while the service holds a RabbitMQ connection.")
 BROKER_RECONNECTS = Counter("saga_broker_reconnects", "RabbitMQ connections lost and re-established.")
 
@@ -69,6 +73,41 @@ HTTP_DURATION = Histogram(
     ["method", "route"],
     buckets=_LATENCY_BUCKETS,
 )
+
+
+# Every label value the code can produce, so each series exists (at 0) from the first scrape: a counter that
+# appears only at its first increment makes rate() and increase() miss that increment.
+OUTCOMES = {"fulfilled": ("",), "rejected": ("insufficient_balance", "unknown_customer", "timeout"), "cancelled": ("",)}
+CONSUME_RESULTS = ("processed", "duplicate", "retried", "dead_lettered")
+DEAD_LETTER_CATEGORIES = (
+    "not_json",
+    "malformed",
+    "unknown_type",
+    "wrong_version",
+    "too_large",
+    "max_attempts",
+    "unknown_order",
+)
+
+
+def initialize_series(*, consumes: tuple[str, ...], publishes: tuple[str, ...], queues: tuple[str, str]) -> None:
+    """Create the labelled series a service will use; `queues` is (work queue, dead-letter queue)."""
+    for outcome, reasons in OUTCOMES.items():
+        SAGA_DURATION.labels(outcome)
+        for reason in reasons:
+            SAGAS_FINISHED.labels(outcome, reason)
+    for message_type in consumes:
+        MESSAGE_HANDLING.labels(message_type)
+        for result in CONSUME_RESULTS:
+            MESSAGES_CONSUMED.labels(message_type, result)
+        for category in DEAD_LETTER_CATEGORIES:
+            MESSAGES_DEAD_LETTERED.labels(message_type, category)
+    for message_type in publishes:
+        for result in ("ok", "error"):
+            MESSAGES_PUBLISHED.labels(message_type, result)
+    work, dead_letter = queues
+    QUEUE_DEPTH.labels(work)
+    DEAD_LETTER_QUEUE_DEPTH.labels(dead_letter)
 
 
 class HttpMetricsMiddleware:

@@ -122,6 +122,11 @@ class ServiceRuntime:
         self._relay_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        metrics.initialize_series(
+            consumes=BINDINGS[self.spec.name],
+            publishes=tuple(key for service, keys in BINDINGS.items() if service != self.spec.name for key in keys),
+            queues=(self.queues.work, self.queues.dead_letter),
+        )
         self.database_ok = await self.database_reachable()
         self._spawn(self.broker.run(), "broker")
         self._spawn(self.listener.run(), "pg-listener")
@@ -174,7 +179,7 @@ class ServiceRuntime:
             await refresh_backlog_metrics(conn)
         session = self.broker.current_session
         if session is not None:
-            await _refresh_dead_letter_depth(session, self.queues.dead_letter)
+            await _refresh_queue_depths(session, self.queues.work, self.queues.dead_letter)
 
     def _spawn(self, coro: Awaitable[None], name: str) -> None:
         self._tasks.append(asyncio.create_task(coro, name=name))  # type: ignore[arg-type]
@@ -191,12 +196,13 @@ class ServiceRuntime:
             await asyncio.sleep(interval_s)
 
 
-async def _refresh_dead_letter_depth(session: Session, queue_name: str) -> None:
+async def _refresh_queue_depths(session: Session, work_queue: str, dead_letter_queue: str) -> None:
     # A passive declare of a missing queue closes the channel, so it gets a throwaway channel of its own.
     channel = await session.connection.channel(publisher_confirms=False)
     try:
-        queue = await channel.declare_queue(queue_name, passive=True)
-        metrics.DEAD_LETTER_QUEUE_DEPTH.labels(queue_name).set(queue.declaration_result.message_count or 0)
+        for name, gauge in ((work_queue, metrics.QUEUE_DEPTH), (dead_letter_queue, metrics.DEAD_LETTER_QUEUE_DEPTH)):
+            queue = await channel.declare_queue(name, passive=True)
+            gauge.labels(name).set(queue.declaration_result.message_count or 0)
     finally:
         await channel.close()
 

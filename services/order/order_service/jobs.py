@@ -53,6 +53,8 @@ async def expire_overdue_orders(runtime: ServiceRuntime, deadline_s: float) -> l
 
 
 async def refresh_saga_gauges(runtime: ServiceRuntime) -> None:
+    metrics.SAGA_DEADLINE.set(runtime.settings.saga_deadline_s)  # type: ignore[attr-defined]
+    metrics.SAGA_DEADLINE.set(runtime.settings.saga_deadline_s)  # type: ignore[attr-defined]
     async with runtime.engine.connect() as conn:
         count, oldest = (await conn.execute(_IN_PROGRESS)).one()
     metrics.SAGAS_IN_PROGRESS.set(count)
