@@ -17,7 +17,6 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import aio_pika
 import asyncpg
@@ -26,6 +25,7 @@ import httpx
 from saga_common.db import ensure_database
 from saga_common.migrations import upgrade
 from saga_common.settings import DEFAULT_BROKER_URL, redact_url, split_broker_urls, to_libpq_url
+from saga_tools.localstack import migrations_of
 
 SEED_REQUEST = '{"customer_id": 1, "product_id": 1, "status": "pending", "quantity": 1, "total_price": 50.0}'
 HOW_TO_GET_INFRASTRUCTURE = (
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     for service in services:
         created = asyncio.run(ensure_database(service.database_url))
         print(f"saga-dev: {service.name} database {redact_url(service.database_url)}{' created' if created else ''}")
-        upgrade(Path(__import__(service.module).__file__).parent / "migrations", service.database_url)
+        upgrade(migrations_of(service.module), service.database_url)
     _run_quietly([sys.executable, "-m", "customer_service", "seed"], services[1], broker_url, args.host)
 
     children = [_start(service, broker_url, args.host) for service in services]
