@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
@@ -122,17 +122,9 @@ class TraceparentResponseHeader:
         await self.app(scope, receive, send_with_header)
 
 
-def get_runtime(request: Request) -> ServiceRuntime:
-    return request.app.state.runtime  # type: ignore[no-any-return]
+# Async on purpose: FastAPI runs a plain `def` dependency in a worker thread, a thread hop per request.
+async def get_uow(request: Request) -> UnitOfWork:
+    return request.app.state.runtime.uow  # type: ignore[no-any-return]
 
 
-def get_uow(request: Request) -> UnitOfWork:
-    return get_runtime(request).uow
-
-
-def get_settings(request: Request) -> Any:
-    return request.app.state.settings
-
-
-RuntimeDep = Annotated[ServiceRuntime, Depends(get_runtime)]
 UowDep = Annotated[UnitOfWork, Depends(get_uow)]

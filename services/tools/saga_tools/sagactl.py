@@ -37,7 +37,12 @@ from saga_tools.reconcile import reconcile
 
 EXIT_ERROR = 1
 EXIT_NEEDS_ATTENTION = 3
-SERVICES = {"order": ORDER_SERVICE, "customer": CUSTOMER_SERVICE}
+SERVICES = {
+    "order": ORDER_SERVICE,
+    "customer": CUSTOMER_SERVICE,
+    ORDER_SERVICE: ORDER_SERVICE,
+    CUSTOMER_SERVICE: CUSTOMER_SERVICE,
+}
 DATABASE_ERRORS = (OSError, asyncpg.PostgresError, sqlalchemy.exc.DBAPIError)
 
 
@@ -170,7 +175,7 @@ async def _order(args: argparse.Namespace, settings: SagactlSettings) -> int:
 
 
 def _services(args: argparse.Namespace) -> list[str]:
-    return list(SERVICES.values()) if args.service == "all" else [SERVICES[args.service]]
+    return [ORDER_SERVICE, CUSTOMER_SERVICE] if args.service == "all" else [SERVICES[args.service]]
 
 
 async def _open_dlq(args: argparse.Namespace, settings: SagactlSettings) -> DeadLetterQueues:
