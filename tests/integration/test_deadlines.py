@@ -53,7 +53,7 @@ async def test_an_unanswered_order_times_out_and_a_late_request_reserves_nothing
     customer = await new_customer(saga_env, "100.00")
     deadline = 1.0
     # The customer service is down: order.created waits in its queue.
-    async with runtimes(ORDER_SERVICE, jobs=True, saga_deadline_s=deadline, deadline_sweep_interval_s=0.2) as order:
+    async with runtimes(ORDER_SERVICE, jobs=True, deadline_s=deadline, deadline_sweep_interval_s=0.2) as order:
         order_id = await place_order(order, customer, "40.00", deadline)
 
         async def expired():
@@ -78,7 +78,7 @@ async def test_credit_reserved_after_the_deadline_is_released(saga_env, runtimes
     async with runtimes(CUSTOMER_SERVICE):
         # The order service publishes but does not consume: the customer's answer waits in the queue.
         async with runtimes(
-            ORDER_SERVICE, consume=False, jobs=True, saga_deadline_s=deadline, deadline_sweep_interval_s=0.2
+            ORDER_SERVICE, consume=False, jobs=True, deadline_s=deadline, deadline_sweep_interval_s=0.2
         ) as order:
             order_id = await place_order(order, customer, "40.00", deadline)
             (reservation,) = await wait_for(lambda: reservations_for(saga_env, order_id))

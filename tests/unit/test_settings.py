@@ -39,17 +39,19 @@ def test_bad_settings_are_refused_with_a_reason(field, value, says):
 def test_production_refuses_development_passwords():
     with pytest.raises(ValidationError, match="development password"):
         OrderSettings(environment="production", database_url="postgresql://postgres@db/orders")
-    with pytest.raises(ValidationError, match="development password"):
-        OrderSettings(
-            environment="production",
-            database_url="postgresql://app:s3cret-Long@db/orders",
-            rabbitmq_broker_url="amqp://guest:guest@mq/",
-        )
+    # `migrate` never touches the broker: only serving checks its credentials.
+    migrating = OrderSettings(
+        environment="production",
+        database_url="postgresql://app:s3cret-Long@db/orders",
+        rabbitmq_broker_url="amqp://guest:guest@mq/",
+    )
+    with pytest.raises(ValueError, match="RABBITMQ_BROKER_URL uses a development password"):
+        migrating.check_broker_secrets()
     OrderSettings(
         environment="production",
         database_url="postgresql://app:s3cret-Long@db/orders",
-        rabbitmq_broker_url="amqp://app:an0ther-Long@mq/",
-    )
+        rabbitmq_broker_url="amqp://app:an0ther-Long@mq/,amqp://app:an0ther-Long@mq2/",
+    ).check_broker_secrets()
 
 
 def test_driver_is_added_for_sqlalchemy():

@@ -149,6 +149,21 @@ class Broker:
             await _close_quietly(connection)
             raise
 
+    async def renew(self, session: Session | None, reason: str) -> None:
+        """Drop `session` if it is still the current one; `run()` reconnects with fresh channels.
+
+        For a channel whose publishes the broker keeps nacking: RabbitMQ 3.10 pins a quorum queue's dead leader
+        in a channel that first published to it during the election, and nacks every later publish on that
+        channel until the old leader returns; a fresh channel publishes fine (seen in the chaos tier)."""
+        if session is None or self._session is not session:
+            return
+        log.warning("renewing the RabbitMQ session to %s: %s", redact_url(session.url), reason)
+        try:
+            # Its close callback marks the session lost: the whole session is rebuilt in a known state.
+            await asyncio.wait_for(session.publish_channel.close(), 5)
+        except Exception:  # noqa: BLE001 - a channel that cannot even close: the connection goes too
+            await _close_quietly(session.connection)
+
     async def close(self) -> None:
         self._stopping = True
         session, self._session = self._session, None

@@ -11,7 +11,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from saga_common.db import ensure_database
-from saga_common.migrations import upgrade
+from saga_common.migrations import pending_revision, upgrade
 from saga_common.settings import ServiceSettings, redact_url
 
 
@@ -33,6 +33,9 @@ def service_cli(
         serve.add_argument("--port", type=int, help="overrides SAGA_HTTP_PORT")
         migrate = sub.add_parser("migrate", help="create the database if missing and apply the migrations")
         migrate.add_argument("--no-create", action="store_true", help="do not create the database")
+        migrate.add_argument(
+            "--check", action="store_true", help="change nothing; exit 1 unless every migration is applied"
+        )
         for name, (help_text, _) in (extra_commands or {}).items():
             sub.add_parser(name, help=help_text)
         args = parser.parse_args(argv)
@@ -44,6 +47,11 @@ def service_cli(
 
         if args.command == "serve":
             _serve(settings, app_factory, args.host, args.port)
+        elif args.command == "migrate" and args.check:
+            current, head = pending_revision(migrations_dir, settings.database_url)
+            if current != head:
+                sys.exit(f"{prog}: database at revision {current}, migrations at {head}: run `{prog} migrate`")
+            print(f"{prog}: database at the latest revision ({head})")
         elif args.command == "migrate":
             if not args.no_create and asyncio.run(ensure_database(settings.database_url)):
                 print(f"{prog}: created database {redact_url(settings.database_url)}")

@@ -223,6 +223,8 @@ class Consumer:
             await self._broker.session.default_exchange.publish(copy, routing_key=queue, mandatory=True, timeout=10)
         except Exception as exc:  # noqa: BLE001 - cannot park it: give it back to the broker
             log.warning("could not move message %s to %s (%s); requeueing it", message.message_id, queue, exc)
+            if isinstance(exc, aio_pika.exceptions.DeliveryError):
+                await self._broker.renew(self._broker.current_session, f"the broker nacked a copy to {queue}")
             await _settle(message.nack(requeue=True))
             return False
         await _settle(message.ack())

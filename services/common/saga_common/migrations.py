@@ -10,13 +10,14 @@ import asyncio
 import os
 from pathlib import Path
 
+import asyncpg
 from alembic import command, context
 from alembic.config import Config
 from sqlalchemy import MetaData, pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from saga_common.settings import to_asyncpg_url
+from saga_common.settings import to_asyncpg_url, to_libpq_url
 
 URL_ATTRIBUTE = "database_url"
 
@@ -31,6 +32,24 @@ def alembic_config(migrations_dir: Path, database_url: str) -> Config:
 
 def upgrade(migrations_dir: Path, database_url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(migrations_dir, database_url), revision)
+
+
+def pending_revision(migrations_dir: Path, database_url: str) -> tuple[str | None, str | None]:
+    """(the database's revision, the latest one): equal when nothing is left to apply."""
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(alembic_config(migrations_dir, database_url)).get_current_head()
+
+    async def current() -> str | None:
+        conn = await asyncpg.connect(to_libpq_url(database_url), timeout=5)
+        try:
+            if not await conn.fetchval("SELECT to_regclass('alembic_version') IS NOT NULL"):
+                return None
+            return await conn.fetchval("SELECT version_num FROM alembic_version")  # type: ignore[no-any-return]
+        finally:
+            await conn.close()
+
+    return asyncio.run(current()), head
 
 
 def run_env(metadata: MetaData) -> None:

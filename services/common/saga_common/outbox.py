@@ -158,7 +158,8 @@ class OutboxRelay:
                 continue
             except Exception as exc:  # noqa: BLE001 - database or broker trouble: keep the rows, retry
                 log.warning("outbox relay round failed, will retry: %s", exc or type(exc).__name__)
-                await self._sleep_or_wake(backoff)
+                # A plain sleep: NOTIFYs of new rows must not turn the back-off into a hot retry loop.
+                await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
                 continue
             if sent < self._batch_size:
@@ -187,6 +188,8 @@ class OutboxRelay:
                 await conn.execute(_MARK_SENT, {"ids": sent_ids})
         failures = [result for result in results if result is not None]
         self.published += len(sent_ids)
+        if any(isinstance(failure, aio_pika.exceptions.DeliveryError) for failure in failures):
+            await self._broker.renew(session, "the broker nacked publishes")
         if failures:
             raise RuntimeError(f"{len(failures)} of {len(rows)} publishes failed, first: {failures[0]!r}")
         return len(sent_ids)

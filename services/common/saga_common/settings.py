@@ -106,15 +106,20 @@ class ServiceSettings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _no_development_secrets_in_production(self) -> ServiceSettings:
-        if self.environment != "production":
-            return self
-        for name, url in [("DATABASE_URL", self.database_url), *[("RABBITMQ_BROKER_URL", u) for u in self.broker_urls]]:
-            if (urlsplit(url).password or "") in _DEVELOPMENT_PASSWORDS:
-                raise ValueError(
-                    f"{name} uses a development password; set a real secret when SAGA_ENVIRONMENT=production"
-                )
+    def _no_development_database_secret_in_production(self) -> ServiceSettings:
+        if self.environment == "production" and _development_password(self.database_url):
+            raise ValueError(
+                "DATABASE_URL uses a development password; set a real secret when SAGA_ENVIRONMENT=production"
+            )
         return self
+
+    def check_broker_secrets(self) -> None:
+        """Serving needs the broker: refuse its development credentials in production. (Checked apart, so
+        `migrate` and `seed`, which never touch the broker, do not need its credentials.)"""
+        if self.environment == "production" and any(_development_password(url) for url in self.broker_urls):
+            raise ValueError(
+                "RABBITMQ_BROKER_URL uses a development password; set a real secret when SAGA_ENVIRONMENT=production"
+            )
 
     @property
     def broker_urls(self) -> list[str]:
@@ -123,6 +128,10 @@ class ServiceSettings(BaseSettings):
     @property
     def async_database_url(self) -> str:
         return to_asyncpg_url(self.database_url)
+
+
+def _development_password(url: str) -> bool:
+    return (urlsplit(url).password or "") in _DEVELOPMENT_PASSWORDS
 
 
 def split_broker_urls(value: str) -> list[str]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import uuid
 from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
@@ -54,16 +55,15 @@ def configure_tracing(default_service_name: str) -> bool:
     if _State.enabled:
         return True
 
-    from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, SERVICE_NAME, Resource
+    from opentelemetry.sdk.resources import HOST_NAME, SERVICE_INSTANCE_ID, SERVICE_NAME, Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    # service.instance.id tells replicas (and a process from its restarted self) apart in Jaeger.
-    attributes = {SERVICE_INSTANCE_ID: str(uuid.uuid4())}
-    if not os.environ.get("OTEL_SERVICE_NAME"):
-        attributes[SERVICE_NAME] = default_service_name
-    resource = Resource({SERVICE_INSTANCE_ID: attributes.pop(SERVICE_INSTANCE_ID)}).merge(Resource.create(attributes))
-    provider = TracerProvider(resource=resource)
+    # Defaults the standard variables may override: service.instance.id tells replicas (and a process from
+    # its restarted self) apart in Jaeger; host.name is the pod's name in Kubernetes.
+    defaults = Resource({SERVICE_INSTANCE_ID: str(uuid.uuid4()), HOST_NAME: socket.gethostname()})
+    named = {} if os.environ.get("OTEL_SERVICE_NAME") else {SERVICE_NAME: default_service_name}
+    provider = TracerProvider(resource=defaults.merge(Resource.create(named)))
     provider.add_span_processor(BatchSpanProcessor(_otlp_exporter()))
     trace.set_tracer_provider(provider)
     _State.provider = provider

@@ -39,6 +39,7 @@ def create_service_app(
     routers: list[APIRouter],
     runtime_factory: Callable[[ServiceSettings, ServiceSpec], ServiceRuntime] | None = None,
 ) -> FastAPI:
+    settings.check_broker_secrets()
     configure_logging(spec.name, settings.log_level, settings.log_format)
     tracing_on = tracing.configure_tracing(spec.name)
 

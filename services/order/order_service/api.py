@@ -55,7 +55,7 @@ async def create_order(
     body: OrderCreate, uow: UowDep, request: Request, response: Response, idempotency_key: IdempotencyKey = None
 ) -> OrderOut:
     fingerprint = hashlib.sha256(body.fingerprint_source().encode()).hexdigest()
-    deadline_s: float = request.app.state.settings.saga_deadline_s
+    deadline_s: float = request.app.state.settings.deadline_s
     async with uow.begin() as tx:
         row = await orders.insert_order(
             tx.conn,

@@ -1,6 +1,6 @@
 """Periodic jobs of the order service: the saga deadline and the saga gauges.
 
-The deadline sweeper rejects orders pending longer than `saga_deadline_s` with reason `timeout`. It is one
+The deadline sweeper rejects orders pending longer than `SAGA_DEADLINE_S` with reason `timeout`. It is one
 UPDATE over rows locked with SKIP LOCKED, so several replicas never expire an order twice, and it needs no
 state of its own, so it works the same after a restart. A reservation that still arrives later is
 compensated by the `order.fulfilled` handler.
@@ -53,8 +53,7 @@ async def expire_overdue_orders(runtime: ServiceRuntime, deadline_s: float) -> l
 
 
 async def refresh_saga_gauges(runtime: ServiceRuntime) -> None:
-    metrics.SAGA_DEADLINE.set(runtime.settings.saga_deadline_s)  # type: ignore[attr-defined]
-    metrics.SAGA_DEADLINE.set(runtime.settings.saga_deadline_s)  # type: ignore[attr-defined]
+    metrics.SAGA_DEADLINE.set(runtime.settings.deadline_s)  # type: ignore[attr-defined]
     async with runtime.engine.connect() as conn:
         count, oldest = (await conn.execute(_IN_PROGRESS)).one()
     metrics.SAGAS_IN_PROGRESS.set(count)
@@ -63,7 +62,7 @@ async def refresh_saga_gauges(runtime: ServiceRuntime) -> None:
 
 def order_jobs(settings: OrderSettings) -> list[PeriodicJob]:
     async def sweep(runtime: ServiceRuntime) -> None:
-        await expire_overdue_orders(runtime, settings.saga_deadline_s)
+        await expire_overdue_orders(runtime, settings.deadline_s)
 
     return [
         PeriodicJob("deadline-sweeper", settings.deadline_sweep_interval_s, sweep),

@@ -11,7 +11,7 @@ class OrderSettings(ServiceSettings):
         validation_alias="DATABASE_URL",
         description="PostgreSQL URL of the order database.",
     )
-    saga_deadline_s: float = Field(
+    deadline_s: float = Field(
         30.0, gt=0, description="An order still pending after this long is rejected with reason `timeout`."
     )
     deadline_sweep_interval_s: float = Field(1.0, gt=0)

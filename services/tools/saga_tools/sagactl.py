@@ -60,7 +60,7 @@ class SagactlSettings(BaseSettings):
     jaeger_ui_url: str | None = Field(None, validation_alias="JAEGER_UI_URL")
     outbox_retention_s: float = Field(7 * 86400, gt=0, validation_alias="SAGA_OUTBOX_RETENTION_S")
     inbox_retention_s: float = Field(7 * 86400, gt=0, validation_alias="SAGA_INBOX_RETENTION_S")
-    saga_deadline_s: float = Field(30.0, gt=0, validation_alias="SAGA_SAGA_DEADLINE_S")
+    deadline_s: float = Field(30.0, gt=0, validation_alias="SAGA_DEADLINE_S")
     reconcile_grace_s: float = Field(60.0, ge=0, validation_alias="SAGA_RECONCILE_GRACE_S")
 
 
@@ -282,7 +282,7 @@ async def _reconcile(args: argparse.Namespace, settings: SagactlSettings) -> int
             settings.order_database_url,
             settings.customer_database_url,
             grace_s=settings.reconcile_grace_s,
-            deadline_s=settings.saga_deadline_s,
+            deadline_s=settings.deadline_s,
             dry_run=args.dry_run,
         )
     except DATABASE_ERRORS as exc:

@@ -16,7 +16,7 @@ from saga_tools.localstack import SagaEnvironment, ServiceProcess
 
 # The services run as they would in production, except for INFO logs (a JSON line per saga step, which
 # costs about 10% of the throughput here): WARNING keeps the figures about the saga, not the log volume.
-SERVICE_ENV = {"SAGA_LOG_LEVEL": "WARNING", "SAGA_SAGA_DEADLINE_S": "120"}
+SERVICE_ENV = {"SAGA_LOG_LEVEL": "WARNING", "SAGA_DEADLINE_S": "120"}
 RICH_BALANCE = Decimal("1000000000.00")
 
 
