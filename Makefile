@@ -55,3 +55,65 @@ format: $(INSTALLED) ## ruff format and fixes
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# --- Kubernetes: images, kind, helm, skaffold (owned by the chart) ---
+# Needs Docker, kind, kubectl and helm (skaffold for skaffold-dev). See the README, "Deploy on kind".
+KIND_CLUSTER ?= saga
+K8S_NAMESPACE ?= saga
+HELM_RELEASE ?= saga
+IMAGE_TAG ?= dev
+# Empty: kubectl's current context (deploy, port-forward); kind-up passes its own cluster's.
+KUBE_CONTEXT ?=
+KUBECTL = kubectl $(if $(KUBE_CONTEXT),--context $(KUBE_CONTEXT)) --namespace $(K8S_NAMESPACE)
+SERVICE_IMAGES := saga/order-service saga/customer-service
+SERVICE_COMPONENTS := app.kubernetes.io/component in (order-service,customer-service)
+
+.PHONY: images kind-up kind-load deploy port-forward kind-down manifests skaffold-dev test-chart compose-up \
+        compose-down
+
+images: ## build both service images (tag: IMAGE_TAG, default dev)
+	docker build --file docker/order-service.Dockerfile --tag saga/order-service:$(IMAGE_TAG) .
+	docker build --file docker/customer-service.Dockerfile --tag saga/customer-service:$(IMAGE_TAG) .
+
+kind-up: ## kind cluster from k8s/, both images built and loaded, the chart installed; waits until ready
+	@kind get clusters 2>/dev/null | grep -qx '$(KIND_CLUSTER)' \
+	  || kind create cluster --config k8s/kind-config.yaml --name $(KIND_CLUSTER) --wait 120s
+	$(MAKE) images kind-load deploy KUBE_CONTEXT=kind-$(KIND_CLUSTER)
+
+kind-load: ## copy the two images into the kind nodes (no registry involved)
+	kind load docker-image --name $(KIND_CLUSTER) $(foreach image,$(SERVICE_IMAGES),$(image):$(IMAGE_TAG))
+
+deploy: ## helm upgrade --install the chart into the current context (or KUBE_CONTEXT) and wait until ready
+	helm upgrade --install $(HELM_RELEASE) charts/saga $(if $(KUBE_CONTEXT),--kube-context $(KUBE_CONTEXT)) \
+	  --namespace $(K8S_NAMESPACE) --create-namespace --set serviceDefaults.image.tag=$(IMAGE_TAG) \
+	  --wait --timeout 10m
+	$(KUBECTL) wait pods --for=condition=Ready --timeout=5m \
+	  --selector 'app.kubernetes.io/instance=$(HELM_RELEASE),$(SERVICE_COMPONENTS)'
+	@echo "Ready. Next: make port-forward (another terminal), then the curl of the README; helm test $(HELM_RELEASE) -n $(K8S_NAMESPACE)"
+
+port-forward: ## order API on :8001, Jaeger UI on :16686, Grafana on :3000 (Ctrl-C stops them)
+	@echo "Grafana: user admin, password: $$($(KUBECTL) get secret $(HELM_RELEASE)-grafana \
+	  -o jsonpath='{.data.admin-password}' | base64 -d)"
+	@trap 'kill $$(jobs -p) 2>/dev/null' EXIT; \
+	$(KUBECTL) port-forward svc/$(HELM_RELEASE)-order-service 8001:8001 & \
+	$(KUBECTL) port-forward svc/$(HELM_RELEASE)-jaeger 16686:16686 & \
+	$(KUBECTL) port-forward svc/$(HELM_RELEASE)-grafana 3000:3000 & \
+	wait
+
+kind-down: ## delete the kind cluster and everything in it
+	kind delete cluster --name $(KIND_CLUSTER)
+
+manifests: $(INSTALLED) ## regenerate k8s/saga.yaml (plain manifests) from the chart
+	$(BIN)/python -m tests.chart.saga_chart manifests
+
+skaffold-dev: ## the edit loop on the kind cluster: rebuild, redeploy and forward ports on every change
+	skaffold dev --profile kind --port-forward=user
+
+test-chart: $(INSTALLED) ## the chart, images and configs checked offline (Helm engine, Kubernetes schemas, policies)
+	$(PYTEST) tests/chart -m chart
+
+compose-up: ## both services with PostgreSQL, RabbitMQ and Jaeger in Docker, without Kubernetes
+	docker compose --file docker/compose.yaml up --build --detach
+
+compose-down: ## stop the compose stack and forget its data
+	docker compose --file docker/compose.yaml down --volumes

@@ -1,0 +1,247 @@
+{{/*
+Names, labels and the small functions every template shares.
+Object names are `<fullname>-<component>`; selectors use name, instance and component only.
+*/}}
+
+{{- define "saga.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "saga.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "saga.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* dict "root" $ "component" "order-service" */}}
+{{- define "saga.componentName" -}}
+{{- printf "%s-%s" (include "saga.fullname" .root) .component | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The fully qualified name of a component's Service. */}}
+{{- define "saga.host" -}}
+{{- printf "%s.%s.svc.%s" (include "saga.componentName" .) .root.Release.Namespace .root.Values.clusterDomain }}
+{{- end }}
+
+{{- define "saga.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "saga.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "saga.labels" -}}
+helm.sh/chart: {{ include "saga.chart" .root }}
+{{ include "saga.selectorLabels" . }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: saga
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+{{- end }}
+
+{{/* Every pod of the release, for the default-deny policy. */}}
+{{- define "saga.releaseSelector" -}}
+app.kubernetes.io/name: {{ include "saga.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* The object metadata every namespaced object starts with: dict "root" $ "component" "x" ["name" "override"] */}}
+{{- define "saga.metadata" -}}
+name: {{ .name | default (include "saga.componentName" .) }}
+namespace: {{ .root.Release.Namespace }}
+labels:
+  {{- include "saga.labels" . | nindent 2 }}
+{{- end }}
+
+{{/*
+Deep merge for the shared defaults: maps merge key by key, everything else (lists, false, 0, "") replaces.
+Sprig's merge and mergeOverwrite skip false and empty values, which would make `enabled: false` impossible.
+Returns JSON: dict "base" $defaults "override" $values | include "saga.merge" | fromJson
+*/}}
+{{- define "saga.merge" -}}
+{{- $out := deepCopy .base }}
+{{- range $key, $value := .override }}
+{{- $current := get $out $key }}
+{{- if and (kindIs "map" $value) (kindIs "map" $current) }}
+{{- $_ := set $out $key (include "saga.merge" (dict "base" $current "override" $value) | fromJson) }}
+{{- else }}
+{{- $_ := set $out $key $value }}
+{{- end }}
+{{- end }}
+{{- toJson $out }}
+{{- end }}
+
+{{/*
+One service's settings: serviceDefaults merged with services.<key>, plus the names derived from the key.
+The service names are the ones the code knows (saga_common.topology): order-service, customer-service.
+dict "root" $ "key" "order" | include "saga.service" | fromJson
+*/}}
+{{- define "saga.service" -}}
+{{- $svc := include "saga.merge" (dict "base" .root.Values.serviceDefaults "override" (index .root.Values.services .key)) | fromJson }}
+{{- $name := printf "%s-service" .key }}
+{{- $_ := set $svc "key" .key }}
+{{- $_ := set $svc "name" $name }}
+{{- $_ := set $svc "fullName" (include "saga.componentName" (dict "root" .root "component" $name)) }}
+{{- $_ := set $svc "dbComponent" (printf "%s-db" .key) }}
+{{- $_ := set $svc "migrateComponent" (printf "%s-migrate" .key) }}
+{{- $_ := set $svc "secretName" ($svc.existingSecret | default $svc.fullName) }}
+{{- $_ := set $svc "imageRef" (include "saga.image" (dict "image" $svc.image "defaultTag" .root.Chart.AppVersion)) }}
+{{- toJson $svc }}
+{{- end }}
+
+{{/* The keys of the services, in a fixed order. */}}
+{{- define "saga.serviceKeys" -}}
+order customer
+{{- end }}
+
+{{/* repository:tag[@digest]; dict "image" .image "defaultTag" "x" */}}
+{{- define "saga.image" -}}
+{{- $tag := .image.tag | default .defaultTag | toString }}
+{{- if .image.digest }}
+{{- printf "%s:%s@%s" .image.repository $tag .image.digest }}
+{{- else }}
+{{- printf "%s:%s" .image.repository $tag }}
+{{- end }}
+{{- end }}
+
+{{/* Pod security context of the restricted profile; dict "uid" 10001 ["gid" 0] */}}
+{{- define "saga.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ .uid }}
+runAsGroup: {{ hasKey . "gid" | ternary .gid .uid }}
+fsGroup: {{ hasKey . "gid" | ternary .gid .uid }}
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{- define "saga.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+capabilities:
+  drop:
+    - ALL
+{{- end }}
+
+{{/*
+A generated password, kept across upgrades: the value already in the Secret when there is one (`lookup`),
+otherwise 32 random letters and digits (URL-safe, so it goes into URLs unencoded).
+dict "root" $ "secret" "name" "key" "key"
+*/}}
+{{- define "saga.password" -}}
+{{- $existing := lookup "v1" "Secret" .root.Release.Namespace .secret }}
+{{- if and $existing (hasKey ($existing.data | default dict) .key) }}
+{{- index $existing.data .key | b64dec }}
+{{- else }}
+{{- randAlphaNum 32 }}
+{{- end }}
+{{- end }}
+
+{{/* Name of the RabbitMQ StatefulSet's headless Service and of its pods' DNS domain. */}}
+{{- define "saga.rabbitmq.headless" -}}
+{{- include "saga.componentName" (dict "root" . "component" "rabbitmq-headless") }}
+{{- end }}
+
+{{- define "saga.rabbitmq.secretName" -}}
+{{- .Values.rabbitmq.existingSecret | default (include "saga.componentName" (dict "root" . "component" "rabbitmq")) }}
+{{- end }}
+
+{{- define "saga.grafana.secretName" -}}
+{{- .Values.grafana.existingSecret | default (include "saga.componentName" (dict "root" . "component" "grafana")) }}
+{{- end }}
+
+{{/*
+RABBITMQ_BROKER_URL: one URL per node, the services fail over between them.
+dict "root" $ "username" "order-service" "password" "..."
+*/}}
+{{- define "saga.brokerUrl" -}}
+{{- $root := .root }}
+{{- $statefulSet := include "saga.componentName" (dict "root" $root "component" "rabbitmq") }}
+{{- $domain := printf "%s.%s.svc.%s" (include "saga.rabbitmq.headless" $root) $root.Release.Namespace $root.Values.clusterDomain }}
+{{- $urls := list }}
+{{- range $ordinal := until (int $root.Values.rabbitmq.replicas) }}
+{{- $urls = append $urls (printf "amqp://%s:%s@%s-%d.%s:5672/" $.username $.password $statefulSet $ordinal $domain) }}
+{{- end }}
+{{- join "," $urls }}
+{{- end }}
+
+{{/* DATABASE_URL of a service: dict "root" $ "svc" $svc "password" "..." */}}
+{{- define "saga.databaseUrl" -}}
+{{- printf "postgresql://%s:%s@%s:5432/%s" .svc.database.username .password (include "saga.host" (dict "root" .root "component" .svc.dbComponent)) .svc.database.name }}
+{{- end }}
+
+{{/* Where the services send their traces; empty: tracing off. */}}
+{{- define "saga.otlpEndpoint" -}}
+{{- if .Values.jaeger.enabled }}
+{{- printf "http://%s:4318" (include "saga.host" (dict "root" . "component" "jaeger")) }}
+{{- else }}
+{{- .Values.tracing.otlpEndpoint }}
+{{- end }}
+{{- end }}
+
+{{/* Combinations that cannot work; included once, from validate.yaml. */}}
+{{- define "saga.validate" -}}
+{{- if and .Values.jaeger.enabled .Values.tracing.otlpEndpoint }}
+{{- fail "tracing.otlpEndpoint is for a collector outside the chart: set it only with jaeger.enabled=false" }}
+{{- end }}
+{{- if and .Values.grafana.enabled (not .Values.prometheus.enabled) }}
+{{- fail "grafana.enabled=true needs prometheus.enabled=true: every dashboard queries the Prometheus data source" }}
+{{- end }}
+{{- if eq (mod (int .Values.rabbitmq.replicas) 2) 0 }}
+{{- fail (printf "rabbitmq.replicas=%d: use an odd number (1, 3, 5, ...) so that quorum queues can keep a majority" (int .Values.rabbitmq.replicas)) }}
+{{- end }}
+{{- range $key := include "saga.serviceKeys" . | splitList " " }}
+{{- $svc := include "saga.service" (dict "root" $ "key" $key) | fromJson }}
+{{- $needed := add (int $svc.preStopSleepSeconds) (int $svc.drainTimeoutSeconds) 5 }}
+{{- if le (int $svc.terminationGracePeriodSeconds) $needed }}
+{{- fail (printf "services.%s: terminationGracePeriodSeconds=%d must exceed preStopSleepSeconds + drainTimeoutSeconds + 5 = %d, or SIGKILL cuts the drain short" $key (int $svc.terminationGracePeriodSeconds) $needed) }}
+{{- end }}
+{{- if and $svc.autoscaling.enabled (gt (int $svc.autoscaling.minReplicas) (int $svc.autoscaling.maxReplicas)) }}
+{{- fail (printf "services.%s: autoscaling.minReplicas=%d is above maxReplicas=%d" $key (int $svc.autoscaling.minReplicas) (int $svc.autoscaling.maxReplicas)) }}
+{{- end }}
+{{- range $name, $_ := $svc.settings }}
+{{- if has $name (list "SAGA_ENVIRONMENT" "SAGA_HTTP_PORT" "SAGA_HTTP_HOST" "SAGA_LOG_LEVEL" "SAGA_LOG_FORMAT" "SAGA_DRAIN_TIMEOUT_S") }}
+{{- fail (printf "services.%s.settings.%s is set by the chart itself; use the chart's own value for it" $key $name) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The start of every pod spec: no service links, the service account token only where the pod talks to the
+Kubernetes API, the restricted security context, pull secrets.
+dict "root" $ "uid" 999 ["gid" 0] ["serviceAccount" "name"]
+*/}}
+{{- define "saga.podSpec" -}}
+enableServiceLinks: false
+{{- if .serviceAccount }}
+serviceAccountName: {{ .serviceAccount }}
+automountServiceAccountToken: true
+{{- else }}
+automountServiceAccountToken: false
+{{- end }}
+securityContext:
+  {{- include "saga.podSecurityContext" . | nindent 2 }}
+{{- with .root.Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/*
+A file's text for a YAML block scalar: every non-empty line indented, empty lines left empty (`nindent`
+would leave trailing spaces). dict "text" $text "indent" 4; the first line starts on a new line.
+*/}}
+{{- define "saga.blockText" -}}
+{{- $pad := repeat (int .indent) " " }}
+{{- printf "\n%s" (regexReplaceAll "(?m)^(.+)$" (trim .text) (printf "%s${1}" $pad)) }}
+{{- end }}

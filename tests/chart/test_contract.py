@@ -1,0 +1,416 @@
+"""The chart against the services' own code: what a template sets is what a service reads.
+
+- every environment variable set on a service's containers is a settings field (or alias) of that service,
+  a standard OTEL_* variable, or a PYTHON* one;
+- the settings built from a container's rendered environment (with the Secrets' values put in) validate,
+  in production mode, and the URLs in them point at this release's database and broker;
+- every probe path is a route of the service's app, every probe and Service port is the service's port;
+- every name a template refers to (Secret, ConfigMap, ServiceAccount, Role, Service, host in a URL) exists.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from pydantic import AliasChoices
+from pydantic_settings import BaseSettings
+
+from customer_service.settings import CustomerSettings
+from order_service.settings import OrderSettings
+from saga_common import topology
+from tests.chart.conftest import ALL_VARIANTS, rendered_variant
+from tests.chart.saga_chart import Rendered, Workload
+
+SETTINGS: dict[str, type[BaseSettings]] = {"order-service": OrderSettings, "customer-service": CustomerSettings}
+
+# The OpenTelemetry SDK's standard variables the services may be given (tracing.py reads them through the SDK).
+OTEL_VARIABLES = {
+    "OTEL_SERVICE_NAME",
+    "OTEL_RESOURCE_ATTRIBUTES",
+    "OTEL_SDK_DISABLED",
+    "OTEL_TRACES_EXPORTER",
+    "OTEL_TRACES_SAMPLER",
+    "OTEL_TRACES_SAMPLER_ARG",
+    "OTEL_PROPAGATORS",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_HEADERS",
+    "OTEL_EXPORTER_OTLP_TIMEOUT",
+    "OTEL_BSP_SCHEDULE_DELAY",
+    "OTEL_BSP_MAX_QUEUE_SIZE",
+    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+    "OTEL_BSP_EXPORT_TIMEOUT",
+}
+PYTHON_VARIABLES = {"PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED"}
+
+
+def settings_env_names(settings: type[BaseSettings]) -> set[str]:
+    """The environment variables pydantic-settings maps onto the class's fields."""
+    prefix = settings.model_config.get("env_prefix", "")
+    names = set()
+    for field_name, field in settings.model_fields.items():
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices):
+            names |= {choice.upper() for choice in alias.choices if isinstance(choice, str)}
+        elif isinstance(alias, str):
+            names.add(alias.upper())
+        else:
+            names.add(f"{prefix}{field_name}".upper())
+    return names
+
+
+def service_containers(rendered: Rendered) -> list[tuple[str, Workload, dict[str, Any]]]:
+    """(service name, workload, container) for every container running a service image: the Deployments and
+    the migration Jobs' steps."""
+    found = []
+    for workload in rendered.workloads():
+        service = {"order-migrate": "order-service", "customer-migrate": "customer-service"}.get(
+            workload.component, workload.component
+        )
+        if service in SETTINGS:
+            found.extend((service, workload, c) for c in workload.containers() if c["name"] != "wait-for-database")
+    return found
+
+
+def secret_value(rendered: Rendered, name: str, key: str) -> str | None:
+    secret = rendered.find("Secret", name)
+    if secret is None:
+        return None
+    return base64.b64decode(secret["data"][key]).decode()
+
+
+def container_env(rendered: Rendered, workload: Workload, container: dict[str, Any]) -> dict[str, str]:
+    """The container's environment as the kubelet would build it, from the rendered objects."""
+    env = {}
+    for item in container.get("env", []):
+        if "value" in item:
+            env[item["name"]] = item["value"]
+            continue
+        source = item["valueFrom"]
+        if "secretKeyRef" in source:
+            ref = source["secretKeyRef"]
+            value = secret_value(rendered, ref["name"], ref["key"])
+            assert value is not None, f"{workload.name}: {item['name']} refers to Secret {ref['name']}, not rendered"
+            env[item["name"]] = value
+        elif "fieldRef" in source:
+            match = re.fullmatch(r"metadata\.labels\['(.+)'\]", source["fieldRef"]["fieldPath"])
+            assert match, source
+            env[item["name"]] = workload.labels[match.group(1)]
+    return env
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Environment variables
+
+
+@pytest.mark.parametrize("variant", ALL_VARIANTS)
+def test_every_variable_a_template_sets_is_one_the_service_reads(variant: str) -> None:
+    rendered = rendered_variant(variant)
+    containers = service_containers(rendered)
+    assert len(containers) >= 4
+    for service, workload, container in containers:
+        readable = settings_env_names(SETTINGS[service]) | OTEL_VARIABLES | PYTHON_VARIABLES
+        names = [item["name"] for item in container.get("env", [])]
+        assert len(names) == len(set(names)), f"{workload.name}: a variable is set twice"
+        unknown = set(names) - readable
+        assert not unknown, f"{workload.name}/{container['name']} sets variables {service} never reads: {unknown}"
+        assert not container.get("envFrom"), "envFrom would hide which variables are set"
+
+
+def test_the_extra_settings_value_reaches_a_real_field() -> None:
+    rendered = rendered_variant("replicas")
+    for _, workload, container in service_containers(rendered):
+        if workload.owner["kind"] != "Deployment":
+            continue
+        env = container_env(rendered, workload, container)
+        assert env["SAGA_CONSUMER_PREFETCH"] == "32"
+
+
+@pytest.fixture
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    import os
+
+    for name in list(os.environ):
+        if name.startswith(("SAGA_", "OTEL_")) or name in {"DATABASE_URL", "RABBITMQ_BROKER_URL"}:
+            monkeypatch.delenv(name)
+    return monkeypatch
+
+
+@pytest.mark.parametrize("variant", [v for v in ALL_VARIANTS if v != "existing-secrets"])
+def test_the_settings_built_from_the_rendered_environment_are_valid(
+    variant: str, clean_environment: pytest.MonkeyPatch
+) -> None:
+    rendered = rendered_variant(variant)
+    namespace = rendered.objects[0]["metadata"]["namespace"]
+    domain = rendered.values.get("clusterDomain", "cluster.local")
+    rabbitmq = rendered.get("StatefulSet", _name(rendered, "rabbitmq"))
+    for service, workload, container in service_containers(rendered):
+        env = container_env(rendered, workload, container)
+        for name, value in env.items():
+            clean_environment.setenv(name, value)
+        settings = SETTINGS[service]()
+        for name in env:
+            clean_environment.delenv(name)
+
+        assert settings.environment == "production", "the cluster must refuse development passwords"
+        if workload.owner["kind"] == "Deployment":
+            assert env["OTEL_SERVICE_NAME"] == service == settings.service_name
+
+        database = urlsplit(settings.database_url)
+        db_service = rendered.get("Service", _name(rendered, f"{service.removesuffix('-service')}-db"))
+        assert database.hostname == f"{db_service['metadata']['name']}.{namespace}.svc.{domain}"
+        assert database.port == 5432
+        db_env = {
+            e["name"]: e for e in rendered.workload(f"{service.removesuffix('-service')}-db").containers()[0]["env"]
+        }
+        assert database.username == db_env["POSTGRES_USER"]["value"]
+        assert database.path == f"/{db_env['POSTGRES_DB']['value']}"
+        password_ref = db_env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"]
+        assert database.password == secret_value(rendered, password_ref["name"], password_ref["key"])
+
+        nodes = int(rabbitmq["spec"]["replicas"])
+        assert len(settings.broker_urls) == nodes, "one URL per RabbitMQ node, to fail over between them"
+        headless = rabbitmq["spec"]["serviceName"]
+        for ordinal, url in enumerate(settings.broker_urls):
+            parts = urlsplit(url)
+            assert parts.hostname == f"{rabbitmq['metadata']['name']}-{ordinal}.{headless}.{namespace}.svc.{domain}"
+            assert parts.port == 5672 and parts.username == service
+            assert re.fullmatch(r"[A-Za-z0-9]{32}", parts.password or ""), "generated, URL-safe passwords"
+
+
+def _name(rendered: Rendered, component: str) -> str:
+    owners = [w.owner["metadata"]["name"] for w in rendered.workloads() if w.component == component]
+    assert len(owners) == 1, component
+    return owners[0]
+
+
+def test_tracing_is_wired_only_when_there_is_somewhere_to_send_traces() -> None:
+    def env_of(variant: str) -> dict[str, str]:
+        rendered = rendered_variant(variant)
+        workload = rendered.workload("order-service")
+        return container_env(rendered, workload, workload.containers()[0])
+
+    on = env_of("defaults")
+    assert on["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://saga-jaeger.saga.svc.cluster.local:4318"
+    assert on["OTEL_EXPORTER_OTLP_PROTOCOL"] == "http/protobuf"
+    assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in env_of("observability-off")
+    external = env_of("external-collector")
+    assert external["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://collector.observability:4318"
+    assert external["OTEL_TRACES_SAMPLER_ARG"] == "0.25"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Probes and ports
+
+
+def answers(service: str, method: str, path: str) -> int:
+    """The status the service's app gives a request, without its lifespan (no database, no broker): a 404 or
+    405 means there is no such route. Building the app connects to nothing."""
+    import asyncio
+
+    import httpx
+
+    from customer_service.main import create_app as customer_app
+    from order_service.main import create_app as order_app
+
+    app = {
+        "order-service": lambda: order_app(OrderSettings()),
+        "customer-service": lambda: customer_app(CustomerSettings()),
+    }[service]()
+
+    async def call() -> int:
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
+            return (await client.request(method, path, json={} if method == "POST" else None)).status_code
+
+    return asyncio.run(call())
+
+
+def has_route(service: str, method: str, path: str) -> bool:
+    return answers(service, method, path) not in {404, 405}
+
+
+def _port_number(container: dict[str, Any], port: int | str) -> int:
+    if isinstance(port, int):
+        return port
+    numbers = [p["containerPort"] for p in container.get("ports", []) if p.get("name") == port]
+    assert numbers, f"container {container['name']} has no port named {port!r}"
+    return numbers[0]
+
+
+@pytest.mark.parametrize("variant", ALL_VARIANTS)
+def test_probes_hit_real_routes_on_the_service_port(variant: str) -> None:
+    rendered = rendered_variant(variant)
+    for workload in rendered.service_workloads():
+        container = workload.containers()[0]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        port = int(env["SAGA_HTTP_PORT"])
+        assert [p["containerPort"] for p in container["ports"]] == [port]
+        assert {"livenessProbe", "readinessProbe", "startupProbe"} <= set(container)
+        for kind in ("livenessProbe", "readinessProbe", "startupProbe"):
+            probe = container[kind]["httpGet"]
+            assert has_route(workload.component, "GET", probe["path"]), f"{workload.name} {kind} {probe['path']}"
+            assert _port_number(container, probe["port"]) == port
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+
+
+def test_the_probed_routes_answer_as_the_probes_expect() -> None:
+    """Alive without a database or broker; not ready until the runtime started (the probes' whole point)."""
+    for service in SETTINGS:
+        assert answers(service, "GET", "/healthz") == 200
+        assert answers(service, "GET", "/readyz") == 503
+        assert answers(service, "GET", "/metrics") == 200
+        assert answers(service, "GET", "/no-such-path") == 404
+
+
+def test_the_image_defaults_match_the_settings_defaults(default: Rendered) -> None:
+    """The port the chart sets is also the one the service would pick without it."""
+    for workload in default.service_workloads():
+        port = workload.containers()[0]["ports"][0]["containerPort"]
+        assert SETTINGS[workload.component]().http_port == port
+
+
+@pytest.mark.parametrize("variant", ALL_VARIANTS)
+def test_services_select_pods_and_target_their_ports(variant: str) -> None:
+    rendered = rendered_variant(variant)
+    for service in rendered.of_kind("Service"):
+        selector = service["spec"]["selector"]
+        pods = [w for w in rendered.workloads() if selector.items() <= w.labels.items()]
+        pods = [w for w in pods if w.owner["kind"] in {"Deployment", "StatefulSet"}]
+        assert pods, f"Service {service['metadata']['name']} selects no pod"
+        for port in service["spec"]["ports"]:
+            for workload in pods:
+                numbers = {
+                    _port_number(c, port["targetPort"])
+                    for c in workload.containers(init=False)
+                    if isinstance(port["targetPort"], int)
+                    or any(p.get("name") == port["targetPort"] for p in c.get("ports", []))
+                }
+                assert numbers, f"{service['metadata']['name']}:{port['name']} targets nothing in {workload.name}"
+                if workload.component.endswith("-service"):
+                    assert numbers == {port["port"]}, "the API Services keep the service's own port number"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# References between objects
+
+
+@pytest.mark.parametrize("variant", ALL_VARIANTS)
+def test_every_reference_resolves(variant: str) -> None:
+    rendered = rendered_variant(variant)
+    existing = {rendered.values.get("services", {}).get(k, {}).get("existingSecret") for k in ("order", "customer")} | {
+        rendered.values.get(k, {}).get("existingSecret") for k in ("rabbitmq", "grafana")
+    }
+    existing.discard(None)
+
+    def secret_has(name: str, key: str | None, where: str) -> None:
+        if name in existing:
+            return
+        secret = rendered.find("Secret", name)
+        assert secret is not None, f"{where}: Secret {name} is not rendered"
+        if key is not None:
+            assert key in secret["data"], f"{where}: Secret {name} has no key {key}"
+
+    for workload in rendered.workloads():
+        spec = workload.spec
+        if "serviceAccountName" in spec:
+            assert rendered.find("ServiceAccount", spec["serviceAccountName"]), workload.name
+        volumes = {v["name"]: v for v in spec.get("volumes", [])}
+        claims = {c["metadata"]["name"] for c in workload.owner["spec"].get("volumeClaimTemplates", [])}
+        for volume in volumes.values():
+            if "configMap" in volume:
+                config_map = rendered.find("ConfigMap", volume["configMap"]["name"])
+                assert config_map is not None, f"{workload.name}: ConfigMap {volume['configMap']['name']}"
+                for item in volume["configMap"].get("items", []):
+                    assert item["key"] in (config_map.get("data") or {}), f"{workload.name}: key {item['key']}"
+            if "secret" in volume:
+                for item in volume["secret"].get("items", [{"key": None}]):
+                    secret_has(volume["secret"]["secretName"], item["key"], workload.name)
+        for container in workload.containers():
+            for mount in container.get("volumeMounts", []):
+                assert mount["name"] in volumes or mount["name"] in claims, f"{workload.name}: volume {mount['name']}"
+            for item in container.get("env", []):
+                ref = item.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    secret_has(ref["name"], ref["key"], f"{workload.name} {item['name']}")
+
+    for binding in rendered.of_kind("RoleBinding"):
+        assert rendered.find("Role", binding["roleRef"]["name"])
+        for subject in binding["subjects"]:
+            assert rendered.find("ServiceAccount", subject["name"])
+    for statefulset in rendered.of_kind("StatefulSet"):
+        headless = rendered.get("Service", statefulset["spec"]["serviceName"])
+        assert headless["spec"]["clusterIP"] == "None"
+        assert headless["spec"]["selector"] == statefulset["spec"]["selector"]["matchLabels"]
+    for hpa in rendered.of_kind("HorizontalPodAutoscaler"):
+        assert rendered.find(hpa["spec"]["scaleTargetRef"]["kind"], hpa["spec"]["scaleTargetRef"]["name"])
+    for pdb in rendered.of_kind("PodDisruptionBudget"):
+        selector = pdb["spec"]["selector"]["matchLabels"]
+        assert any(selector.items() <= w.labels.items() for w in rendered.workloads()), pdb["metadata"]["name"]
+
+
+HOST = re.compile(r"\b((?:[a-z0-9-]+\.)+?)([a-z0-9-]+)\.svc\.([a-z0-9.-]*[a-z])(?::(\d+))?")
+
+
+def _strings(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        return [s for value in node.values() for s in _strings(value)]
+    if isinstance(node, list):
+        return [s for value in node for s in _strings(value)]
+    return [node] if isinstance(node, str) else []
+
+
+@pytest.mark.parametrize("variant", ALL_VARIANTS)
+def test_every_in_cluster_host_and_port_exists(variant: str) -> None:
+    """Every `<service>.<namespace>.svc.<domain>[:port]` (or `<pod>.<headless service>...`) the chart writes
+    anywhere, Secrets included, names a rendered Service in this namespace, with that port."""
+    rendered = rendered_variant(variant)
+    namespace = rendered.objects[0]["metadata"]["namespace"]
+    texts = _strings(rendered.objects)
+    texts += [base64.b64decode(v).decode() for s in rendered.of_kind("Secret") for v in s.get("data", {}).values()]
+    seen = 0
+    for text in texts:
+        for match in HOST.finditer(text):
+            labels = match.group(1).rstrip(".").split(".")
+            if (labels, match.group(2)) == (["kubernetes"], "default"):
+                continue  # the API server, for RabbitMQ's peer discovery
+            seen += 1
+            assert match.group(2) == namespace, f"{match.group(0)} is not in namespace {namespace}"
+            service = rendered.find("Service", labels[-1])
+            assert service is not None, f"{match.group(0)}: no Service {labels[-1]}"
+            if len(labels) == 2:  # a pod of a StatefulSet behind its headless Service
+                pod, ordinal = labels[0].rsplit("-", 1)
+                statefulset = next(s for s in rendered.of_kind("StatefulSet") if s["spec"]["serviceName"] == labels[-1])
+                assert pod == statefulset["metadata"]["name"] and int(ordinal) < statefulset["spec"]["replicas"]
+            if match.group(4):
+                assert int(match.group(4)) in {p["port"] for p in service["spec"]["ports"]}, match.group(0)
+    assert seen > 5
+
+
+def test_the_broker_users_may_declare_and_use_the_whole_topology(default: Rendered) -> None:
+    """Both services declare every queue; their RabbitMQ users' permissions must cover all those names."""
+    import json
+
+    config_map = default.get("ConfigMap", "saga-rabbitmq")
+    definitions = json.loads(config_map["data"]["definitions.template.json"])
+    settings = OrderSettings()
+    names = {settings.exchange, "amq.default"}
+    for service in topology.BINDINGS:
+        queues = topology.ServiceQueues(service, tuple(settings.retry_delays_ms))
+        names |= {queues.work, queues.dead_letter, *(queues.retry(d) for d in settings.retry_delays_ms)}
+    users = {u["name"] for u in definitions["users"]}
+    assert set(SETTINGS) <= users
+    for permission in definitions["permissions"]:
+        if permission["user"] not in SETTINGS:
+            continue
+        for kind in ("configure", "write", "read"):
+            pattern = re.compile(permission[kind])
+            assert all(pattern.fullmatch(name) for name in names), (permission["user"], kind)
+            assert not pattern.fullmatch("amq.rabbitmq.trace") and not pattern.fullmatch("other.queue")

@@ -1,0 +1,139 @@
+"""The `helm test` hook: its script, exactly as the chart's ConfigMap carries it, run against a stand-in of
+the two APIs (no cluster here), and the routes it calls checked against the services' real apps."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.chart.conftest import rendered_variant
+from tests.chart.test_contract import has_route
+
+
+def hook_objects() -> tuple[dict[str, Any], dict[str, Any]]:
+    rendered = rendered_variant("defaults")
+    pod = next(p for p in rendered.of_kind("Pod") if p["metadata"]["annotations"]["helm.sh/hook"] == "test")
+    config_map = rendered.get("ConfigMap", pod["spec"]["volumes"][0]["configMap"]["name"])
+    assert config_map["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    assert int(config_map["metadata"]["annotations"]["helm.sh/hook-weight"]) < int(
+        pod["metadata"]["annotations"]["helm.sh/hook-weight"]
+    ), "the script exists before the pod"
+    return pod, config_map
+
+
+class FakeApis:
+    """The order and customer APIs as far as the smoke test sees them; the order ends `outcome`."""
+
+    def __init__(self, outcome: str, pending_reads: int = 1) -> None:
+        self.outcome = outcome
+        self.pending_reads = pending_reads
+        self.requests: list[tuple[str, str, Any]] = []
+
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        apis = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _reply(self, status: int, body: dict[str, Any]) -> None:
+                payload = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                apis.requests.append(("POST", self.path, body))
+                if self.path == "/customers":
+                    self._reply(201, {"id": 7, "name": body["name"], "balance": body["balance"]})
+                elif self.path == "/orders/":
+                    self._reply(201, {"id": 3, "status": "pending", **body})
+                else:
+                    self._reply(404, {"detail": "not found"})
+
+            def do_GET(self) -> None:
+                apis.requests.append(("GET", self.path, None))
+                if self.path != "/orders/3":
+                    self._reply(404, {"detail": "not found"})
+                    return
+                apis.pending_reads -= 1
+                status = "pending" if apis.pending_reads >= 0 else apis.outcome
+                self._reply(200, {"id": 3, "status": status, "rejection_reason": "insufficient_balance"})
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        return Handler
+
+
+@pytest.fixture
+def script(tmp_path: Path) -> Path:
+    _, config_map = hook_objects()
+    path = tmp_path / "saga_smoke.py"
+    path.write_text(config_map["data"]["saga_smoke.py"])
+    return path
+
+
+def serve(apis: FakeApis) -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), apis.handler())
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def run(script: Path, url: str, timeout: str = "20") -> subprocess.CompletedProcess[str]:
+    env = {"ORDER_URL": url, "CUSTOMER_URL": url + "/", "TIMEOUT_S": timeout, "PATH": "/usr/bin:/bin"}
+    return subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_the_test_creates_a_customer_orders_and_waits_for_fulfilment(script: Path) -> None:
+    apis = FakeApis("fulfilled")
+    for url in serve(apis):
+        result = run(script, url)
+    assert result.returncode == 0, result.stderr
+    assert apis.requests[0] == ("POST", "/customers", {"name": "helm test", "balance": "100.00"})
+    assert apis.requests[1] == (
+        "POST",
+        "/orders/",
+        {"customer_id": 7, "product_id": 1, "status": "pending", "quantity": 1, "total_price": 10.0},
+    )
+    assert [r[:2] for r in apis.requests[2:]] == [("GET", "/orders/3")] * 2
+    assert "fulfilled" in result.stdout
+
+
+@pytest.mark.parametrize(("outcome", "message"), [("rejected", "ended rejected"), ("pending", "still pending")])
+def test_the_test_fails_when_the_saga_does_not_fulfil(script: Path, outcome: str, message: str) -> None:
+    apis = FakeApis(outcome)
+    for url in serve(apis):
+        result = run(script, url, timeout="3")
+    assert result.returncode == 1
+    assert message in result.stderr
+
+
+def test_the_test_calls_real_routes_on_the_real_services() -> None:
+    pod, _ = hook_objects()
+    rendered = rendered_variant("defaults")
+    env = {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]}
+    for variable, component in (("ORDER_URL", "order-service"), ("CUSTOMER_URL", "customer-service")):
+        host, port = env[variable].removeprefix("http://").split(":")
+        service = rendered.get("Service", host.split(".")[0])
+        assert service["metadata"]["labels"]["app.kubernetes.io/component"] == component
+        assert int(port) in {p["port"] for p in service["spec"]["ports"]}
+    assert has_route("customer-service", "POST", "/customers")
+    assert has_route("order-service", "POST", "/orders/")
+    assert has_route("order-service", "GET", "/orders/3")
+    image = pod["spec"]["containers"][0]["image"]
+    assert image == rendered.workload("order-service").containers()[0]["image"], "the order-service image, for Python"
+    assert int(env["TIMEOUT_S"]) + 30 <= pod["spec"]["activeDeadlineSeconds"]

@@ -1,0 +1,59 @@
+"""Every rendered object is valid against the Kubernetes API schemas, strict (unknown keys are errors).
+
+Two releases: the oldest one the chart supports in practice (1.31, kind's images of 2024) and a current one.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.chart.conftest import ALL_VARIANTS, rendered_variant
+from tests.chart.saga_chart import KUBE_VERSION, PLAIN_MANIFESTS, ROOT
+
+KUBE_VERSIONS = [KUBE_VERSION, "1.34.0"]
+
+
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
+@pytest.mark.parametrize("variant", ALL_VARIANTS)
+def test_every_object_is_valid(variant: str, kube_version: str) -> None:
+    errors = []
+    for obj in rendered_variant(variant).objects:
+        try:
+            kubernetes_validate.validate(obj, kube_version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            errors.append(f"{obj['kind']}/{obj['metadata']['name']}: {exc.message} at {list(exc.path)}")
+    assert not errors, "\n".join(errors)
+
+
+def test_the_plain_manifests_are_valid_with_the_cli() -> None:
+    """The same check through kubernetes-validate's own command line, on the file users apply."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kubernetes_validate",
+            "--kubernetes-version",
+            KUBE_VERSION,
+            "--strict",
+            "--quiet",
+            str(PLAIN_MANIFESTS),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_an_invalid_object_is_caught() -> None:
+    """The validator is strict: a misspelled key fails (guards against a silently lax check)."""
+    deployment = next(o for o in rendered_variant("defaults").objects if o["kind"] == "Deployment")
+    broken = yaml.safe_load(yaml.safe_dump(deployment))
+    broken["spec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, KUBE_VERSION, strict=True)

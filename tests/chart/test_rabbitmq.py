@@ -1,0 +1,137 @@
+"""The RabbitMQ cluster's configuration, checked with RabbitMQ's own pieces where the machine has them.
+
+- the init script runs here (the same `erl` RabbitMQ runs on) and writes definitions whose password hashes
+  verify against the passwords, in RabbitMQ's salted SHA-256 format;
+- every key of rabbitmq.conf is one RabbitMQ's configuration schema knows;
+- the node names, the peer-discovery settings and the headless Service agree.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.chart.conftest import ALL_VARIANTS, rendered_variant, require_tool
+from tests.chart.saga_chart import Rendered
+
+RABBITMQ_LIB = Path("/usr/lib/rabbitmq/lib")
+# Keys newer than the RabbitMQ whose schemas this machine has (Debian 12: 3.10), with the release that
+# brought them; the image runs 4.0.
+NEWER_KEYS = {
+    "quorum_queue.continuous_membership_reconciliation.enabled": "3.13",
+    "quorum_queue.continuous_membership_reconciliation.target_group_size": "3.13",
+}
+
+
+def rabbitmq(rendered: Rendered) -> tuple[dict, dict, Rendered]:
+    statefulset = next(s for s in rendered.of_kind("StatefulSet") if s["metadata"]["name"].endswith("-rabbitmq"))
+    config_map = rendered.get("ConfigMap", statefulset["metadata"]["name"])
+    return statefulset, config_map["data"], rendered
+
+
+def verifies(password: str, password_hash: str) -> bool:
+    raw = base64.b64decode(password_hash)
+    salt, digest = raw[:4], raw[4:]
+    return hashlib.sha256(salt + password.encode()).digest() == digest
+
+
+def test_the_init_script_writes_definitions_that_rabbitmq_can_verify(tmp_path: Path) -> None:
+    require_tool("erl")
+    statefulset, data, rendered = rabbitmq(rendered_variant("defaults"))
+    init = statefulset["spec"]["template"]["spec"]["initContainers"][0]
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "home").mkdir()
+    for key in ("write-definitions.sh", "definitions.template.json"):
+        (tmp_path / "scripts" / key).write_text(data[key])
+    (tmp_path / "cookie").write_text("secret-cookie")
+    env = {"PATH": os.environ["PATH"]}
+    passwords = {}
+    for item in init["env"]:
+        if "value" in item:
+            env[item["name"]] = item["value"]
+        else:
+            ref = item["valueFrom"]["secretKeyRef"]
+            passwords[item["name"]] = base64.b64decode(rendered.get("Secret", ref["name"])["data"][ref["key"]]).decode()
+    env.update(passwords)
+    env.update(
+        HOME=str(tmp_path / "home"),
+        COOKIE_SOURCE=str(tmp_path / "cookie"),
+        DEFINITIONS_TEMPLATE=str(tmp_path / "scripts" / "definitions.template.json"),
+        DEFINITIONS_FILE=str(tmp_path / "definitions.json"),
+    )
+    result = subprocess.run(
+        ["sh", str(tmp_path / "scripts" / "write-definitions.sh")], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    cookie = tmp_path / "home" / ".erlang.cookie"
+    assert cookie.read_text() == "secret-cookie"
+    assert stat.S_IMODE(cookie.stat().st_mode) == 0o600, "Erlang refuses a cookie others can read"
+
+    definitions = json.loads((tmp_path / "definitions.json").read_text())
+    users = {u["name"]: u for u in definitions["users"]}
+    assert set(users) == {"admin", "order-service", "customer-service"}
+    assert verifies(passwords["ADMIN_PASSWORD"], users["admin"]["password_hash"])
+    assert verifies(passwords["ORDER_SERVICE_PASSWORD"], users["order-service"]["password_hash"])
+    assert verifies(passwords["CUSTOMER_SERVICE_PASSWORD"], users["customer-service"]["password_hash"])
+    assert not verifies("wrong", users["admin"]["password_hash"])
+    assert all(u["hashing_algorithm"] == "rabbit_password_hashing_sha256" for u in users.values())
+    assert users["admin"]["tags"] == ["administrator"] and users["order-service"]["tags"] == []
+    assert definitions["vhosts"][0]["metadata"]["default_queue_type"] == "quorum"
+    # The service users' passwords are the ones in the services' broker URLs.
+    for service in ("order-service", "customer-service"):
+        url = base64.b64decode(rendered.get("Secret", f"saga-{service}")["data"]["rabbitmq-url"]).decode()
+        assert f"amqp://{service}:{passwords[service.upper().replace('-', '_') + '_PASSWORD']}@" in url
+
+
+def _schema_keys() -> list[re.Pattern[str]]:
+    patterns = []
+    for schema in RABBITMQ_LIB.glob("rabbitmq_server-*/plugins/*/priv/**/*.schema"):
+        for key in re.findall(r'\{mapping,\s*"([^"]+)"', schema.read_text(errors="replace")):
+            patterns.append(re.compile("^" + re.sub(r"\\\$[a-z_]+", r"[^.]+", re.escape(key)) + "$"))
+    return patterns
+
+
+def test_every_rabbitmq_conf_key_is_known_to_rabbitmq() -> None:
+    if not list(RABBITMQ_LIB.glob("rabbitmq_server-*")):
+        require_tool("rabbitmq-server")
+        pytest.skip("RabbitMQ's configuration schemas are not where Debian puts them")
+    patterns = _schema_keys()
+    _, data, _ = rabbitmq(rendered_variant("defaults"))
+    lines = [line for line in data["rabbitmq.conf"].splitlines() if "=" in line and not line.startswith("#")]
+    keys = [line.split("=", 1)[0].strip() for line in lines]
+    assert len(keys) > 10 and set(NEWER_KEYS) <= set(keys)
+    unknown = [key for key in keys if key not in NEWER_KEYS and not any(p.match(key) for p in patterns)]
+    assert not unknown, f"keys RabbitMQ's schema does not know: {unknown}"
+    assert data["enabled_plugins"].strip() == "[rabbitmq_management,rabbitmq_peer_discovery_k8s,rabbitmq_prometheus]."
+
+
+@pytest.mark.parametrize("variant", ALL_VARIANTS)
+def test_node_names_and_peer_discovery_agree(variant: str) -> None:
+    statefulset, data, rendered = rabbitmq(rendered_variant(variant))
+    conf = dict(line.split(" = ", 1) for line in data["rabbitmq.conf"].splitlines() if " = " in line)
+    nodes = statefulset["spec"]["replicas"]
+    if nodes > 1:
+        assert conf["quorum_queue.continuous_membership_reconciliation.target_group_size"] == str(nodes)
+    headless = rendered.get("Service", statefulset["spec"]["serviceName"])
+    assert headless["spec"]["publishNotReadyAddresses"] is True, "peers must find nodes that are not ready yet"
+    assert conf["cluster_formation.k8s.service_name"] == headless["metadata"]["name"]
+    container = statefulset["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["RABBITMQ_USE_LONGNAME"] == "true"
+    assert env["RABBITMQ_NODENAME"] == "rabbit@$(POD_NAME)" + conf["cluster_formation.k8s.hostname_suffix"]
+    assert conf["cluster_formation.k8s.address_type"] == "hostname"
+    assert conf["definitions.local.path"].startswith(
+        next(m["mountPath"] for m in container["volumeMounts"] if m["name"] == "definitions")
+    )
+    role = rendered.get("Role", statefulset["metadata"]["name"])
+    assert {"apiGroups": [""], "resources": ["endpoints"], "verbs": ["get"]} in role["rules"]
+    assert statefulset["spec"]["template"]["spec"]["serviceAccountName"] == statefulset["metadata"]["name"]
+    assert statefulset["spec"]["podManagementPolicy"] == "Parallel"

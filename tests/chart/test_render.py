@@ -1,0 +1,176 @@
+"""The chart renders, lints clean, refuses what cannot work with a clear message, and documents its values."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import helm_python
+import pytest
+import yaml
+
+from tests.chart.conftest import ALL_VARIANTS, OTHER_RELEASE, OTHER_RELEASE_VALUES, VARIANTS, rendered_variant
+from tests.chart.saga_chart import CHART_DIR, Rendered, chart, hook_of, render
+
+INFO = 1  # helm lint severities: 1 info, 2 warning, 3 error
+
+
+@pytest.mark.parametrize("variant", [*VARIANTS])
+def test_lint_is_clean(variant: str) -> None:
+    report = helm_python.lint(str(CHART_DIR), VARIANTS[variant], strict=True, with_subcharts=True)
+    problems = [m for m in report["messages"] if m["severity"] > INFO]
+    assert not report["errors"] and not problems, problems or report["errors"]
+
+
+def test_lint_is_clean_for_another_release_namespace() -> None:
+    report = helm_python.lint(str(CHART_DIR), OTHER_RELEASE_VALUES, strict=True, namespace=OTHER_RELEASE["namespace"])
+    assert not [m for m in report["messages"] if m["severity"] > INFO]
+
+
+@pytest.mark.parametrize("variant", ALL_VARIANTS)
+def test_renders_the_expected_objects(variant: str) -> None:
+    rendered = rendered_variant(variant)
+    values = chart().merge_values(VARIANTS.get(variant, OTHER_RELEASE_VALUES))
+    kinds = {obj["kind"] for obj in rendered.objects}
+    assert {"Deployment", "StatefulSet", "Service", "PodDisruptionBudget", "Job", "Pod"} <= kinds
+    assert len(rendered.of_kind("StatefulSet")) == 3, "one PostgreSQL per service and RabbitMQ"
+    assert len([o for o in rendered.of_kind("Job") if hook_of(o) == "post-install,pre-upgrade"]) == 2
+    assert [o["metadata"]["name"] for o in rendered.of_kind("Pod") if hook_of(o) == "test"]
+    for component in ("jaeger", "prometheus", "grafana"):
+        present = any(w.component == component for w in rendered.workloads())
+        assert present == values[component]["enabled"], component
+    assert bool(rendered.of_kind("NetworkPolicy")) == values["networkPolicy"]["enabled"]
+    names = [(obj["kind"], obj["metadata"]["name"]) for obj in rendered.objects]
+    assert len(names) == len(set(names)), "two objects share a kind and a name"
+    assert all(obj["metadata"].get("namespace") == _namespace(variant) for obj in rendered.objects)
+
+
+def _namespace(variant: str) -> str:
+    return OTHER_RELEASE["namespace"] if variant == "other-release" else "saga"
+
+
+def test_object_names_follow_the_release() -> None:
+    rendered = rendered_variant("other-release")
+    assert rendered.find("Deployment", "shop-saga-order-service")
+    assert rendered.find("StatefulSet", "shop-saga-rabbitmq")
+    assert not any("saga-saga" in name or name.startswith("saga-") for _, name in rendered.names)
+
+
+def test_selectors_use_name_instance_and_component_only(default: Rendered) -> None:
+    for workload in default.workloads():
+        if workload.owner["kind"] in {"Deployment", "StatefulSet"}:
+            selector = workload.owner["spec"]["selector"]["matchLabels"]
+            assert set(selector) == {
+                "app.kubernetes.io/name",
+                "app.kubernetes.io/instance",
+                "app.kubernetes.io/component",
+            }, workload.name
+    for obj in default.objects:
+        labels, name = obj["metadata"].get("labels", {}), obj["metadata"]["name"]
+        assert labels.get("app.kubernetes.io/part-of") == "saga" and labels.get("helm.sh/chart"), name
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"rabbitmq": {"replicas": 2}}, "use an odd number"),
+        ({"grafana": {"enabled": True}, "prometheus": {"enabled": False}}, "needs prometheus.enabled=true"),
+        ({"tracing": {"otlpEndpoint": "http://elsewhere:4318"}}, "only with jaeger.enabled=false"),
+        ({"serviceDefaults": {"terminationGracePeriodSeconds": 25}}, "must exceed preStopSleepSeconds"),
+        ({"services": {"order": {"drainTimeoutSeconds": 60}}}, "services.order: terminationGracePeriodSeconds=45"),
+        ({"serviceDefaults": {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}}, "is above maxReplicas"),
+        ({"services": {"customer": {"settings": {"SAGA_HTTP_PORT": "9000"}}}}, "is set by the chart itself"),
+    ],
+)
+def test_impossible_combinations_fail_with_a_clear_message(values: dict[str, Any], message: str) -> None:
+    with pytest.raises(helm_python.HelmError, match=re.escape(message)):
+        render(values)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"replicaCount": 3},
+        {"services": {"order": {"replica": 3}}},
+        {"services": {"payment": {}}},
+        {"serviceDefaults": {"image": {"tag": "latest"}}},
+        {"rabbitmq": {"image": {"tag": "latest"}}},
+        {"services": {"order": {"settings": {"DATABASE_URL": "postgresql://x"}}}},
+        {"serviceDefaults": {"logLevel": "LOUD"}},
+        {"networkPolicy": {"enabled": "yes"}},
+        {"services": {"customer": {"migration": {"afterMigrate": ["seed"]}}}},
+    ],
+)
+def test_the_schema_refuses_unknown_keys_and_bad_values(values: dict[str, Any]) -> None:
+    with pytest.raises(helm_python.HelmError, match="schema"):
+        render(values)
+
+
+def test_a_false_override_beats_a_true_default() -> None:
+    """The shared-defaults merge must let a service turn off what the defaults turn on."""
+    rendered = render({"services": {"customer": {"autoscaling": {"enabled": False}, "replicas": 1}}})
+    hpas = {obj["metadata"]["name"] for obj in rendered.of_kind("HorizontalPodAutoscaler")}
+    assert hpas == {"saga-order-service"}
+    assert rendered.get("Deployment", "saga-customer-service")["spec"]["replicas"] == 1
+    assert "replicas" not in rendered.get("Deployment", "saga-order-service")["spec"]
+
+
+def _leaf_paths(node: Any, prefix: str = "") -> set[str]:
+    if isinstance(node, dict) and node and not _is_free_form(prefix):
+        return set().union(*(_leaf_paths(value, f"{prefix}.{key}" if prefix else key) for key, value in node.items()))
+    return {prefix}
+
+
+def _is_free_form(path: str) -> bool:
+    """Maps whose keys are the user's (resources, settings, ...): documented as a whole."""
+    return path.rsplit(".", 1)[-1] in {"resources", "settings", "nodeSelector", "affinity", "apiServer.cidrs"}
+
+
+def test_every_value_is_documented_where_it_is_declared() -> None:
+    text = (CHART_DIR / "values.yaml").read_text()
+    documented = set(re.findall(r"^\s*## @param (\S+) \S", text, flags=re.MULTILINE))
+    declared = _leaf_paths(yaml.safe_load(text))
+    assert declared - documented == set(), "values without a `## @param` line"
+    assert documented - declared == set(), "`## @param` lines for values that do not exist"
+
+
+def test_every_value_is_in_the_schema_with_a_description() -> None:
+    schema = chart().schema
+    assert schema is not None
+    for path in _leaf_paths(yaml.safe_load((CHART_DIR / "values.yaml").read_text())):
+        node = schema
+        for part in path.split("."):
+            assert node.get("additionalProperties") is False, f"{path}: the schema must refuse unknown keys"
+            node = node["properties"][part]
+        assert node.get("description"), f"{path} has no description in values.schema.json"
+
+
+def test_no_secret_in_values_yaml() -> None:
+    values = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
+    for path in _leaf_paths(values):
+        value: Any = values
+        for part in path.split("."):
+            value = value[part]
+        # Names of Secrets (existingSecret, imagePullSecrets) are fine; credentials are not.
+        if re.search(r"password|passwd|token|cookie|credential", path, flags=re.IGNORECASE):
+            pytest.fail(f"{path} looks like a credential in values.yaml")
+        if isinstance(value, str):
+            assert not re.search(r"://[^/\s:@]+:[^/\s@]+@", value), f"{path} holds a URL with a password"
+
+
+def test_notes_give_the_port_forward_commands(default: Rendered) -> None:
+    notes = chart_notes()
+    for command in (
+        "port-forward svc/saga-order-service 8001:8001",
+        "port-forward svc/saga-jaeger 16686:16686",
+        "port-forward svc/saga-grafana 3000:3000",
+        "helm test saga",
+    ):
+        assert command in notes
+
+
+def chart_notes() -> str:
+    release = helm_python.Config(storage_driver="memory").install(
+        chart(), "saga", {}, namespace="saga", dry_run="client"
+    )
+    return release["notes"]
