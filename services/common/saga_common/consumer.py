@@ -44,6 +44,20 @@ SOURCE_QUEUE_HEADER = "x-saga-source-queue"
 DEAD_LETTERED_AT_HEADER = "x-saga-dead-lettered-at"
 
 
+def copy_of(message: AbstractIncomingMessage, headers: dict[str, Any]) -> aio_pika.Message:
+    """The same message (body, id, type, correlation, timestamp), persistent, with other headers."""
+    return aio_pika.Message(
+        message.body,
+        headers=headers,
+        message_id=message.message_id,
+        correlation_id=message.correlation_id,
+        type=message.type,
+        content_type=message.content_type,
+        timestamp=message.timestamp,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+    )
+
+
 def original_routing_key(message: AbstractIncomingMessage) -> str:
     """Copies coming back from a delay queue carry the queue name as routing key; the header keeps the real one."""
     headers = message.headers or {}
@@ -209,16 +223,7 @@ class Consumer:
         headers = dict(message.headers or {})
         headers[ROUTING_KEY_HEADER] = original_routing_key(message)
         headers.update(extra_headers)
-        copy = aio_pika.Message(
-            message.body,
-            headers=headers,
-            message_id=message.message_id,
-            correlation_id=message.correlation_id,
-            type=message.type,
-            content_type=message.content_type,
-            timestamp=message.timestamp,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        )
+        copy = copy_of(message, headers)
         try:
             await self._broker.session.default_exchange.publish(copy, routing_key=queue, mandatory=True, timeout=10)
         except Exception as exc:  # noqa: BLE001 - cannot park it: give it back to the broker

@@ -41,28 +41,30 @@ def create_engine(settings: ServiceSettings) -> AsyncEngine:
     return engine
 
 
+def _server_and_name(url: str) -> tuple[str, str]:
+    """('postgresql://…/postgres', the database name): the maintenance database creates and drops the other."""
+    base, _, name_and_query = to_libpq_url(url).rpartition("/")
+    return f"{base}/postgres", _identifier(name_and_query.split("?")[0])
+
+
 async def ensure_database(url: str) -> bool:
     """Create the database named in `url` if it does not exist; True when it was created."""
-    libpq = to_libpq_url(url)
-    base, _, name_and_query = libpq.rpartition("/")
-    name = name_and_query.split("?")[0]
-    admin = await asyncpg.connect(f"{base}/postgres", timeout=5)
+    server, name = _server_and_name(url)
+    admin = await asyncpg.connect(server, timeout=5)
     try:
         if await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
             return False
-        await admin.execute(f'CREATE DATABASE "{_identifier(name)}"')
+        await admin.execute(f'CREATE DATABASE "{name}"')
         return True
     finally:
         await admin.close()
 
 
 async def drop_database(url: str) -> None:
-    libpq = to_libpq_url(url)
-    base, _, name_and_query = libpq.rpartition("/")
-    name = name_and_query.split("?")[0]
-    admin = await asyncpg.connect(f"{base}/postgres", timeout=5)
+    server, name = _server_and_name(url)
+    admin = await asyncpg.connect(server, timeout=5)
     try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{_identifier(name)}" WITH (FORCE)')
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await admin.close()
 

@@ -23,6 +23,7 @@ from saga_common.consumer import (
     REASON_HEADER,
     ROUTING_KEY_HEADER,
     SOURCE_QUEUE_HEADER,
+    copy_of,
 )
 from saga_common.topology import BINDINGS, ServiceQueues
 
@@ -193,16 +194,7 @@ class DeadLetterQueues:
         publisher = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
         try:
             await publisher.default_exchange.publish(
-                aio_pika.Message(
-                    letter.body,
-                    headers=headers,
-                    message_id=original.message_id,
-                    correlation_id=original.correlation_id,
-                    type=original.type,
-                    content_type=original.content_type,
-                    timestamp=original.timestamp,
-                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                ),
+                copy_of(original, headers),
                 routing_key=ServiceQueues(letter.service, ()).work,
                 mandatory=True,
                 timeout=10,

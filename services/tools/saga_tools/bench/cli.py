@@ -264,6 +264,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of load per scenario (soak: 300)")
     parser.add_argument("--soak-duration", type=float, default=300.0)
+    parser.add_argument("--baseline-duration", type=float, default=20.0, help="seconds of the baseline")
     parser.add_argument("--no-baseline", action="store_true", help="skip the machine's-limit baseline")
     parser.add_argument("--out", type=Path, default=Path("bench-results"), help="directory for the JSON results")
     args = parser.parse_args(argv)
@@ -283,7 +284,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 async def _run_all(chosen: list[Scenario], args: argparse.Namespace) -> tuple[dict[str, float] | None, list[Result]]:
-    baseline = None if args.no_baseline else await run_baseline_scenario(min(args.duration, 20))
+    baseline = None if args.no_baseline else await run_baseline_scenario(args.baseline_duration)
     results = []
     cluster = None
     try:
