@@ -1,5 +1,6 @@
 # syntax=docker/dockerfile:1
-# The order service: `order-service serve` (API + consumer + outbox relay), `order-service migrate`.
+# The order service: `order-service serve` (API + consumer + outbox relay), `order-service migrate`; and
+# `sagactl` (services/tools), which the chart's CronJobs run: `sagactl reconcile`, `sagactl prune`.
 # Build from the repository root: docker build -f docker/order-service.Dockerfile -t saga/order-service:dev .
 # No HEALTHCHECK: Kubernetes probes /healthz and /readyz (see charts/saga).
 
@@ -12,10 +13,11 @@ WORKDIR /src
 COPY constraints.txt ./
 COPY services/common ./services/common
 COPY services/order ./services/order
-# --only-binary: every dependency comes as a wheel, so no compiler is needed in either stage; the two local
+COPY services/tools ./services/tools
+# --only-binary: every dependency comes as a wheel, so no compiler is needed in either stage; the three local
 # packages are built by pip itself. compileall: the root filesystem is read-only at run time.
 RUN /opt/saga/bin/pip install --no-cache-dir --only-binary=:all: -c constraints.txt \
-        ./services/common ./services/order \
+        ./services/common ./services/order ./services/tools \
     && /opt/saga/bin/python -m compileall -q /opt/saga/lib
 
 FROM ${PYTHON_IMAGE}

@@ -27,6 +27,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
             "sampler": "parentbased_traceidratio",
             "samplerArg": "0.25",
         },
+        # One operations CronJob off, network policies on: the databases admit the other one only.
+        "cronJobs": {"prune": {"enabled": False}},
     },
     "existing-secrets": plain_values(),
     "replicas": {
@@ -36,12 +38,25 @@ VARIANTS: dict[str, dict[str, Any]] = {
             "replicas": 3,
             "settings": {"SAGA_CONSUMER_PREFETCH": "32"},
         },
-        "services": {"order": {"autoscaling": {"enabled": True, "minReplicas": 3, "maxReplicas": 6}}},
+        "services": {
+            "order": {
+                "autoscaling": {"enabled": True, "minReplicas": 3, "maxReplicas": 6},
+                # The reconcile CronJob must follow the order service's deadline.
+                "settings": {"SAGA_DEADLINE_S": "45"},
+            }
+        },
         "networkPolicy": {"enabled": False},
+        "cronJobDefaults": {"timeZone": "Europe/Berlin", "backoffLimit": 0},
+        "cronJobs": {
+            "reconcile": {"schedule": "*/5 * * * *", "graceSeconds": 120, "activeDeadlineSeconds": 240},
+            "prune": {"outboxRetentionSeconds": 2592000, "inboxRetentionSeconds": 1209600},
+        },
     },
     "single-broker": {
         "rabbitmq": {"replicas": 1},
         "services": {"customer": {"migration": {"afterMigrate": []}}},
+        # No operations CronJobs at all.
+        "cronJobDefaults": {"enabled": False},
     },
 }
 # Another release name, namespace and cluster domain: nothing may assume "saga".

@@ -28,7 +28,7 @@ NAMESPACE = "saga"
 KUBE_VERSION = "1.31.0"
 
 POD_OWNERS = {"Deployment", "StatefulSet", "Job", "DaemonSet", "ReplicaSet"}
-# `kubectl apply -f` creates objects in file order: what others refer to first, Jobs last.
+# `kubectl apply -f` creates objects in file order: what others refer to first, the migration Jobs last.
 APPLY_ORDER = [
     "Namespace",
     "ServiceAccount",
@@ -42,6 +42,7 @@ APPLY_ORDER = [
     "Deployment",
     "HorizontalPodAutoscaler",
     "PodDisruptionBudget",
+    "CronJob",
     "Job",
     "Pod",
 ]
@@ -49,7 +50,7 @@ APPLY_ORDER = [
 
 @dataclass
 class Workload:
-    """A pod template, with the object that owns it (a bare Pod owns itself)."""
+    """A pod template, with the object that owns it (a bare Pod owns itself, a CronJob its Jobs' template)."""
 
     owner: dict[str, Any]
     metadata: dict[str, Any]
@@ -112,6 +113,9 @@ class Rendered:
         for obj in self.objects:
             if obj["kind"] in POD_OWNERS:
                 template = obj["spec"]["template"]
+                yield Workload(obj, template.get("metadata", {}), template["spec"])
+            elif obj["kind"] == "CronJob":
+                template = obj["spec"]["jobTemplate"]["spec"]["template"]
                 yield Workload(obj, template.get("metadata", {}), template["spec"])
             elif obj["kind"] == "Pod":
                 yield Workload(obj, obj["metadata"], obj["spec"])

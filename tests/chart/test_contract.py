@@ -3,7 +3,11 @@
 - every environment variable set on a service's containers is a settings field (or alias) of that service,
   a standard OTEL_* variable, or a PYTHON* one;
 - the settings built from a container's rendered environment (with the Secrets' values put in) validate,
-  in production mode, and the URLs in them point at this release's database and broker;
+  in production mode, and the URLs in them point at this release's database and broker (the broker for
+  `serve` only: the migration Jobs get no broker credentials);
+- the operations CronJobs run `sagactl <command>` from the order-service image; every variable set on them
+  is a `SagactlSettings` field alias, and the settings built from them hold the services' own database URLs
+  and the order service's deadline;
 - every probe path is a route of the service's app, every probe and Service port is the service's port;
 - every name a template refers to (Secret, ConfigMap, ServiceAccount, Role, Service, host in a URL) exists.
 """
@@ -22,6 +26,7 @@ from pydantic_settings import BaseSettings
 from customer_service.settings import CustomerSettings
 from order_service.settings import OrderSettings
 from saga_common import topology
+from saga_tools.sagactl import SagactlSettings, _parser
 from tests.chart.conftest import ALL_VARIANTS, rendered_variant
 from tests.chart.saga_chart import Rendered, Workload
 
@@ -139,7 +144,20 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     for name in list(os.environ):
         if name.startswith(("SAGA_", "OTEL_")) or name in {"DATABASE_URL", "RABBITMQ_BROKER_URL"}:
             monkeypatch.delenv(name)
+        elif name in settings_env_names(SagactlSettings):
+            monkeypatch.delenv(name)
     return monkeypatch
+
+
+def settings_from(env: dict[str, str], settings: type[BaseSettings], monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The settings class built from exactly this environment (on top of a clean one)."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    try:
+        return settings()
+    finally:
+        for name in env:
+            monkeypatch.delenv(name)
 
 
 @pytest.mark.parametrize("variant", [v for v in ALL_VARIANTS if v != "existing-secrets"])
@@ -152,11 +170,7 @@ def test_the_settings_built_from_the_rendered_environment_are_valid(
     rabbitmq = rendered.get("StatefulSet", _name(rendered, "rabbitmq"))
     for service, workload, container in service_containers(rendered):
         env = container_env(rendered, workload, container)
-        for name, value in env.items():
-            clean_environment.setenv(name, value)
-        settings = SETTINGS[service]()
-        for name in env:
-            clean_environment.delenv(name)
+        settings = settings_from(env, SETTINGS[service], clean_environment)
 
         assert settings.environment == "production", "the cluster must refuse development passwords"
         if workload.owner["kind"] == "Deployment":
@@ -174,6 +188,11 @@ def test_the_settings_built_from_the_rendered_environment_are_valid(
         password_ref = db_env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"]
         assert database.password == secret_value(rendered, password_ref["name"], password_ref["key"])
 
+        if workload.owner["kind"] != "Deployment":
+            # migrate and seed never touch the broker: no credentials for it.
+            assert "RABBITMQ_BROKER_URL" not in env, f"{workload.name}/{container['name']} gets broker credentials"
+            continue
+        settings.check_broker_secrets()  # what `serve` checks before it starts
         nodes = int(rabbitmq["spec"]["replicas"])
         assert len(settings.broker_urls) == nodes, "one URL per RabbitMQ node, to fail over between them"
         headless = rabbitmq["spec"]["serviceName"]
@@ -203,6 +222,112 @@ def test_tracing_is_wired_only_when_there_is_somewhere_to_send_traces() -> None:
     external = env_of("external-collector")
     assert external["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://collector.observability:4318"
     assert external["OTEL_TRACES_SAMPLER_ARG"] == "0.25"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The operations CronJobs: sagactl
+
+
+def cronjob_containers(rendered: Rendered) -> list[tuple[Workload, dict[str, Any]]]:
+    return [(w, c) for w in rendered.workloads() if w.owner["kind"] == "CronJob" for c in w.containers()]
+
+
+def _env_refs(container: dict[str, Any]) -> dict[str, Any]:
+    return {item["name"]: item.get("valueFrom", {}).get("secretKeyRef", item.get("value")) for item in container["env"]}
+
+
+@pytest.mark.parametrize("variant", ALL_VARIANTS)
+def test_every_variable_a_cronjob_sets_is_a_sagactl_setting(variant: str) -> None:
+    rendered = rendered_variant(variant)
+    readable = settings_env_names(SagactlSettings)
+    for workload, container in cronjob_containers(rendered):
+        names = [item["name"] for item in container.get("env", [])]
+        assert len(names) == len(set(names)), f"{workload.name}: a variable is set twice"
+        unknown = set(names) - readable
+        assert not unknown, f"{workload.name}/{container['name']} sets variables sagactl never reads: {unknown}"
+        assert not container.get("envFrom"), "envFrom would hide which variables are set"
+        # Only the databases: no broker, no service URL (neither reconcile nor prune needs them).
+        assert {"ORDER_DATABASE_URL", "CUSTOMER_DATABASE_URL"} <= set(names)
+        assert not {"RABBITMQ_BROKER_URL", "ORDER_SERVICE_URL"} & set(names)
+
+
+@pytest.mark.parametrize("variant", ALL_VARIANTS)
+def test_the_cronjobs_run_sagactl_from_the_order_image(variant: str) -> None:
+    import tomllib
+
+    from tests.chart.saga_chart import ROOT
+
+    scripts = tomllib.loads((ROOT / "services" / "tools" / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["sagactl"] == "saga_tools.sagactl:main"
+    rendered = rendered_variant(variant)
+    order_image = rendered.workload("order-service").containers()[0]["image"]
+    for workload, container in cronjob_containers(rendered):
+        assert container["command"] == ["sagactl"], workload.name
+        args = _parser().parse_args(container["args"])
+        assert args.command == workload.component == container["name"], workload.name
+        assert not getattr(args, "dry_run", False), "a scheduled run that changes nothing is no run"
+        assert container["image"] == order_image, "sagactl is installed in the order-service image only"
+
+
+@pytest.mark.parametrize("variant", ALL_VARIANTS)
+def test_the_cronjobs_use_the_services_own_database_urls(variant: str) -> None:
+    """ORDER_/CUSTOMER_DATABASE_URL come from the very Secret key each service reads its DATABASE_URL from
+    (an existingSecret included)."""
+    rendered = rendered_variant(variant)
+    service_refs = {w.component: _env_refs(w.containers()[0])["DATABASE_URL"] for w in rendered.service_workloads()}
+    found = cronjob_containers(rendered)
+    for workload, container in found:
+        refs = _env_refs(container)
+        for service, ref in service_refs.items():
+            name = f"{service.removesuffix('-service').upper()}_DATABASE_URL"
+            assert refs[name] == ref, f"{workload.name}: {name} is not the {service}'s DATABASE_URL"
+    existing = {s.get("existingSecret") for s in rendered.values.get("services", {}).values()} - {None}
+    if existing and found:
+        names = {ref["name"] for _, c in found for ref in _env_refs(c).values() if isinstance(ref, dict)}
+        assert names == existing
+
+
+@pytest.mark.parametrize("variant", [v for v in ALL_VARIANTS if v != "existing-secrets"])
+def test_the_sagactl_settings_built_from_the_rendered_environment_are_the_chart_s(
+    variant: str, clean_environment: pytest.MonkeyPatch
+) -> None:
+    rendered = rendered_variant(variant)
+    values = chart_values(rendered)
+    service_env = {w.component: container_env(rendered, w, w.containers()[0]) for w in rendered.service_workloads()}
+    order = settings_from(service_env["order-service"], OrderSettings, clean_environment)
+    for workload, container in cronjob_containers(rendered):
+        env = container_env(rendered, workload, container)
+        settings = settings_from(env, SagactlSettings, clean_environment)
+        assert settings.order_database_url == service_env["order-service"]["DATABASE_URL"]
+        assert settings.customer_database_url == service_env["customer-service"]["DATABASE_URL"]
+        job = values["cronJobDefaults"] | values["cronJobs"][workload.component]
+        if workload.component == "reconcile":
+            # Orders pending past the deadline are reported: the same deadline as the order service's sweeper.
+            assert settings.deadline_s == order.deadline_s
+            assert settings.reconcile_grace_s == job["graceSeconds"]
+        if workload.component == "prune":
+            assert settings.outbox_retention_s == job["outboxRetentionSeconds"]
+            assert settings.inbox_retention_s == job["inboxRetentionSeconds"]
+
+
+def test_the_reconcile_job_follows_a_deadline_the_chart_sets(clean_environment: pytest.MonkeyPatch) -> None:
+    rendered = rendered_variant("replicas")
+    env = {e["name"]: e.get("value") for e in rendered.workload("reconcile").containers()[0]["env"]}
+    order_env = {e["name"]: e.get("value") for e in rendered.workload("order-service").containers()[0]["env"]}
+    assert env["SAGA_DEADLINE_S"] == order_env["SAGA_DEADLINE_S"] == "45"
+    assert env["SAGA_RECONCILE_GRACE_S"] == "120"
+    prune = {e["name"]: e.get("value") for e in rendered.workload("prune").containers()[0]["env"]}
+    assert prune["SAGA_OUTBOX_RETENTION_S"] == "2592000", "whole seconds, never 2.592e+06"
+    # Without a deadline in the chart, neither sets one: both fall back to the same code default.
+    default = rendered_variant("defaults")
+    assert "SAGA_DEADLINE_S" not in {e["name"] for e in default.workload("reconcile").containers()[0]["env"]}
+    assert SagactlSettings().deadline_s == OrderSettings().deadline_s
+
+
+def chart_values(rendered: Rendered) -> dict[str, Any]:
+    from tests.chart.saga_chart import chart
+
+    return chart().merge_values(rendered.values)
 
 
 # ----------------------------------------------------------------------------------------------------------

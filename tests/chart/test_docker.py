@@ -89,6 +89,27 @@ def test_the_image_runs_the_services_own_command_on_its_port(service: str) -> No
     assert f"services/{other}" not in build, "each image holds common and its own package only"
 
 
+def test_sagactl_is_in_the_order_image_only() -> None:
+    """The chart's CronJobs run `sagactl` in the order-service image: saga-tools is installed there, the same
+    way as the service's own packages (pinned by constraints.txt, wheels only), and nowhere else."""
+    tools = tomllib.loads((ROOT / "services" / "tools" / "pyproject.toml").read_text())["project"]
+    assert tools["scripts"]["sagactl"] == "saga_tools.sagactl:main"
+    names = {re.split(r"[<>=!~\[ ;]", dependency, maxsplit=1)[0].lower() for dependency in tools["dependencies"]}
+    assert names == {"saga-common", "httpx", "tabulate"}
+    pinned = {line.split("==")[0].lower() for line in (ROOT / "constraints.txt").read_text().split()}
+    assert names - {"saga-common"} <= pinned, "every third-party dependency of sagactl is pinned"
+
+    order, customer = (stages(DOCKERFILES[s]) for s in ("order-service", "customer-service"))
+    build = order[0]
+    copies = [rest for name, rest in build if name == "COPY"]
+    assert "services/tools ./services/tools" in copies
+    install = next(rest for name, rest in build if name == "RUN" and "pip install" in rest)
+    assert "./services/tools" in install and "-c constraints.txt" in install and "--only-binary=:all:" in install
+    final_env = " ".join(rest for name, rest in order[-1] if name == "ENV")
+    assert "PATH=/opt/saga/bin:" in final_env, "`command: [sagactl]` finds the script on the PATH"
+    assert "services/tools" not in " ".join(rest for stage in customer for _, rest in stage)
+
+
 def dockerignore_excludes(path: str, patterns: list[str]) -> bool:
     """Docker's rule: the last pattern matching the path or one of its parents decides."""
     excluded = False
@@ -112,16 +133,20 @@ def test_the_build_context_holds_the_packages_and_nothing_else() -> None:
     tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
     kept = {path for path in tracked if not dockerignore_excludes(path, patterns)}
     assert "constraints.txt" in kept
-    for package in ("common", "order", "customer"):
+    # tools: sagactl, in the order-service image.
+    for package in ("common", "order", "customer", "tools"):
         assert any(p.startswith(f"services/{package}/") and p.endswith(".py") for p in kept), package
         assert f"services/{package}/pyproject.toml" in kept
-    assert all(p == "constraints.txt" or re.match(r"services/(common|order|customer)/", p) for p in kept), sorted(kept)
+    assert "services/tools/saga_tools/sagactl.py" in kept
+    pattern = r"services/(common|order|customer|tools)/"
+    assert all(p == "constraints.txt" or re.match(pattern, p) for p in kept), sorted(kept)
     for path in (
         "services/order/x.egg-info/PKG-INFO",
+        "services/tools/saga_tools.egg-info/PKG-INFO",
         "services/common/saga_common/__pycache__/a.pyc",
         ".venv/bin/python",
         "tests/chart/saga_chart.py",
-        "services/tools/saga_tools/devrun.py",
+        "bench-results/x.json",
         ".git/HEAD",
     ):
         assert dockerignore_excludes(path, patterns), path

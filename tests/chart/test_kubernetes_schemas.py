@@ -57,3 +57,17 @@ def test_an_invalid_object_is_caught() -> None:
     broken["spec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(broken, KUBE_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
+def test_the_cronjobs_are_validated_strictly_as_batch_v1(kube_version: str) -> None:
+    """The CronJobs are among the validated objects, and a key misplaced in their job template is caught."""
+    cronjobs = [o for o in rendered_variant("replicas").objects if o["kind"] == "CronJob"]
+    assert len(cronjobs) == 2 and {o["apiVersion"] for o in cronjobs} == {"batch/v1"}
+    for cronjob in cronjobs:
+        assert "timeZone" in cronjob["spec"]
+        kubernetes_validate.validate(cronjob, kube_version, strict=True)
+        broken = yaml.safe_load(yaml.safe_dump(cronjob))
+        broken["spec"]["jobTemplate"]["spec"]["concurrencyPolicy"] = "Forbid"  # belongs to the CronJob's spec
+        with pytest.raises(kubernetes_validate.ValidationError):
+            kubernetes_validate.validate(broken, kube_version, strict=True)

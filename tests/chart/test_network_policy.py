@@ -2,8 +2,9 @@
 
 A connection from pod A to pod B on a port is allowed when A's egress allows it (or no Egress policy
 selects A) and B's ingress allows it (or no Ingress policy selects B). The tests assert the matrix the
-design asks for: default deny; each database reachable only from its own service and migration Job; the
-broker only from the two services; the APIs from anywhere in the namespace.
+design asks for: default deny; each database reachable only from its own service, its migration Job and
+the sagactl CronJobs (which reach the two databases and DNS, nothing else); the broker only from the two
+services; the APIs from anywhere in the namespace.
 """
 
 from __future__ import annotations
@@ -123,6 +124,8 @@ EVERYONE = [
     "customer-service",
     "order-migrate",
     "customer-migrate",
+    "reconcile",
+    "prune",
     "order-db",
     "customer-db",
     "rabbitmq",
@@ -134,13 +137,67 @@ EVERYONE = [
 ]
 
 
+JOBS = ["reconcile", "prune"]
+
+
 @pytest.mark.parametrize("key", ["order", "customer"])
-def test_a_database_is_reachable_only_from_its_own_service_and_migrations(net: Any, key: str) -> None:
-    allowed_from = {f"{key}-service", f"{key}-migrate"}
+def test_a_database_is_reachable_only_from_its_own_service_migrations_and_the_cronjobs(net: Any, key: str) -> None:
+    allowed_from = {f"{key}-service", f"{key}-migrate", *JOBS}
     for source in EVERYONE:
         if source == f"{key}-db":
             continue
         assert reach(net, source, f"{key}-db", 5432) == (source in allowed_from), source
+
+
+@pytest.mark.parametrize("job", JOBS)
+def test_the_cronjobs_reach_both_databases_and_nothing_else(net: Any, job: str) -> None:
+    for database in ("order-db", "customer-db"):
+        assert reach(net, job, database, 5432), database
+        assert not reach(net, job, database, 5433), "only PostgreSQL's port"
+    assert reach(net, job, "outside", 53, "UDP"), "DNS"
+    assert not reach(net, job, "rabbitmq", 5672), "sagactl reconcile and prune never touch the broker"
+    assert not reach(net, job, "rabbitmq", 15672)
+    assert not reach(net, job, "order-service", 8001)
+    assert not reach(net, job, "customer-service", 8002)
+    assert not reach(net, job, "jaeger", 4318)
+    assert not reach(net, job, "outside", 443)
+    for source in EVERYONE:
+        assert not reach(net, source, job, 8001), f"{source}: nothing calls into a job pod"
+
+
+def admits(rendered: Rendered, target: Peer, source: Peer, port: int) -> bool:
+    """The ingress side only: some Ingress policy selecting the target has a rule that lets the source in."""
+    for policy in (p["spec"] for p in rendered.of_kind("NetworkPolicy")):
+        if "Ingress" in policy.get("policyTypes", []) and selects(policy["podSelector"], target.labels):
+            for rule in policy.get("ingress") or []:
+                if peer_matches(rule.get("from"), source) and port_matches(rule.get("ports"), target, port, "TCP"):
+                    return True
+    return False
+
+
+def _job_peer(rendered: Rendered, job: str) -> Peer:
+    """A pod of a CronJob the values switched off: its labels, had it been rendered."""
+    labels = dict(rendered.workload("order-service").labels)
+    return Peer(job, labels | {"app.kubernetes.io/component": job})
+
+
+@pytest.mark.parametrize(("variant", "enabled"), [("external-collector", {"reconcile"}), ("single-broker", set())])
+def test_a_switched_off_cronjob_gets_no_path(variant: str, enabled: set[str]) -> None:
+    rendered = rendered_variant(variant)
+    peers = pods(rendered)
+    assert {job for job in JOBS if job in peers} == enabled
+    policies = {p["metadata"]["name"] for p in rendered.of_kind("NetworkPolicy")}
+    prefix = rendered.workload("order-service").owner["metadata"]["name"].removesuffix("order-service")
+    for job in JOBS:
+        assert (f"{prefix}{job}" in policies) == (job in enabled), job
+        peer = peers.get(job, _job_peer(rendered, job))
+        for database in ("order-db", "customer-db"):
+            assert allowed(rendered, peer, peers[database], 5432) == (job in enabled), (job, database)
+            # The database's own side, apart from the job pod's egress: it admits exactly the enabled jobs.
+            assert admits(rendered, peers[database], peer, 5432) == (job in enabled), (job, database)
+    for key in ("order", "customer"):
+        assert allowed(rendered, peers[f"{key}-service"], peers[f"{key}-db"], 5432)
+        assert allowed(rendered, peers[f"{key}-migrate"], peers[f"{key}-db"], 5432)
 
 
 def test_the_broker_is_reachable_only_from_the_two_services(net: Any) -> None:

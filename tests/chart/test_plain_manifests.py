@@ -52,6 +52,16 @@ def test_the_plain_manifests_carry_no_credential_and_no_helm_leftover(manifests:
     assert [d["kind"] for d in manifests][-2:] == ["Job", "Job"], "migrations last, as plain Jobs"
 
 
+def test_the_plain_manifests_run_the_operations_cronjobs(manifests: list[dict]) -> None:
+    cronjobs = {d["metadata"]["name"]: d for d in manifests if d["kind"] == "CronJob"}
+    assert set(cronjobs) == {"saga-reconcile", "saga-prune"}
+    for cronjob in cronjobs.values():
+        container = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+        assert container["image"] == "saga/order-service:dev" and container["command"] == ["sagactl"]
+        refs = {e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"] if "valueFrom" in e}
+        assert refs == {"saga-order-service-credentials", "saga-customer-service-credentials"}
+
+
 def test_create_secrets_makes_every_secret_the_manifests_use(manifests: list[dict], secrets: dict) -> None:
     referenced = set()
     for doc in manifests:

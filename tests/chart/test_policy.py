@@ -1,8 +1,9 @@
 """Policy checks on the rendered manifests: a violation fails the build.
 
-Every pod, hooks and `helm test` included: the restricted security profile (non-root, no privilege
+Every pod, hooks, CronJobs and `helm test` included: the restricted security profile (non-root, no privilege
 escalation, no capabilities, seccomp RuntimeDefault, read-only root filesystem), requests and limits,
-probes on long-running containers, pinned images, no plaintext credentials, graceful termination.
+probes on long-running containers, pinned images, no plaintext credentials, graceful termination; every Job
+bounded in time and retries, no CronJob running twice at once.
 """
 
 from __future__ import annotations
@@ -117,6 +118,66 @@ def test_the_policies_catch_violations(default: Rendered) -> None:
         "literal value",
     ):
         assert expected in found, expected
+
+
+def test_the_policies_cover_the_cronjobs_pod_templates() -> None:
+    """The CronJobs' pods are checked like every other pod: a stripped one is reported."""
+    broken = render()
+    workloads = {w.name: w for w in broken.workloads()}
+    assert {"CronJob/saga-reconcile", "CronJob/saga-prune"} <= set(workloads)
+    workload = workloads["CronJob/saga-prune"]
+    workload.spec["securityContext"] = {}
+    workload.spec["automountServiceAccountToken"] = True
+    container = workload.spec["containers"][0]
+    container["securityContext"] = {}
+    container.pop("resources")
+    found = "\n".join(v for v in violations(broken) if v.startswith("CronJob/saga-prune"))
+    for expected in (
+        "non-root",
+        "seccomp",
+        "read-only",
+        "capabilities",
+        "no memory limit",
+        "automountServiceAccountToken",
+    ):
+        assert expected in found, expected
+
+
+def job_specs(rendered: Rendered) -> list[tuple[str, dict[str, Any]]]:
+    """(name, Job spec) of every Job and of every CronJob's job template."""
+    found = [(f"Job/{j['metadata']['name']}", j["spec"]) for j in rendered.of_kind("Job")]
+    found += [
+        (f"CronJob/{c['metadata']['name']}", c["spec"]["jobTemplate"]["spec"]) for c in rendered.of_kind("CronJob")
+    ]
+    return found
+
+
+@pytest.mark.parametrize("variant", ALL_VARIANTS)
+def test_jobs_are_bounded_and_cronjobs_never_overlap(variant: str) -> None:
+    rendered = rendered_variant(variant)
+    for name, spec in job_specs(rendered):
+        assert 0 < spec["activeDeadlineSeconds"] <= 3600, f"{name}: a Job must not run forever"
+        assert 0 <= spec["backoffLimit"] <= 10, f"{name}: bounded retries"
+        assert spec["template"]["spec"]["restartPolicy"] == "Never", name
+    for cronjob in rendered.of_kind("CronJob"):
+        name, spec = cronjob["metadata"]["name"], cronjob["spec"]
+        assert len(name) <= 52, f"{name}: the Jobs' names get 11 more characters"
+        assert spec["concurrencyPolicy"] == "Forbid", name
+        assert spec["startingDeadlineSeconds"] >= 10, name
+        assert spec["successfulJobsHistoryLimit"] >= 0 and spec["failedJobsHistoryLimit"] >= 1, (
+            f"{name}: a failed run must stay visible"
+        )
+        job = spec["jobTemplate"]["spec"]
+        container = job["template"]["spec"]["containers"][0]["name"]
+        rules = job["podFailurePolicy"]["rules"]
+        # Exit 3 ("needs a human") fails the Job at once, visibly; no rule ignores or counts it away.
+        assert {
+            "action": "FailJob",
+            "onExitCodes": {"containerName": container, "operator": "In", "values": [3]},
+        } in rules, name
+        assert all(rule["action"] != "Ignore" or "onExitCodes" not in rule for rule in rules), name
+        # The Job and its pods carry the labels the network policies and the selectors use.
+        assert job["template"]["metadata"]["labels"] == cronjob["metadata"]["labels"], name
 
 
 def _secret_values(rendered: Rendered) -> list[str]:

@@ -40,9 +40,43 @@ def test_renders_the_expected_objects(variant: str) -> None:
         present = any(w.component == component for w in rendered.workloads())
         assert present == values[component]["enabled"], component
     assert bool(rendered.of_kind("NetworkPolicy")) == values["networkPolicy"]["enabled"]
+    cronjobs = {c["metadata"]["labels"]["app.kubernetes.io/component"] for c in rendered.of_kind("CronJob")}
+    enabled = {
+        key for key, job in values["cronJobs"].items() if job.get("enabled", values["cronJobDefaults"]["enabled"])
+    }
+    assert cronjobs == enabled, "one CronJob per enabled sagactl command"
     names = [(obj["kind"], obj["metadata"]["name"]) for obj in rendered.objects]
     assert len(names) == len(set(names)), "two objects share a kind and a name"
     assert all(obj["metadata"].get("namespace") == _namespace(variant) for obj in rendered.objects)
+
+
+def test_the_operations_run_as_cronjobs_by_default(default: Rendered) -> None:
+    cronjobs = {c["metadata"]["name"]: c["spec"] for c in default.of_kind("CronJob")}
+    assert set(cronjobs) == {"saga-reconcile", "saga-prune"}
+    assert cronjobs["saga-reconcile"]["schedule"] == "*/10 * * * *"
+    assert cronjobs["saga-prune"]["schedule"] == "30 3 * * *"
+    assert all(spec["suspend"] is False and "timeZone" not in spec for spec in cronjobs.values())
+    # Nothing else is scheduled: the deadline sweeper runs inside the order service; the Jobs are the migrations.
+    assert {j["metadata"]["name"] for j in default.of_kind("Job")} == {"saga-order-migrate", "saga-customer-migrate"}
+
+
+def test_a_value_set_that_disables_the_cronjobs_renders_none() -> None:
+    assert rendered_variant("single-broker").of_kind("CronJob") == []
+    assert render({"cronJobs": {"reconcile": {"enabled": False}, "prune": {"enabled": False}}}).of_kind("CronJob") == []
+    # Each one alone, and a job turned back on over defaults that turn them off.
+    only = render({"cronJobDefaults": {"enabled": False}, "cronJobs": {"prune": {"enabled": True}}})
+    assert [c["metadata"]["name"] for c in only.of_kind("CronJob")] == ["saga-prune"]
+    suspended = render({"cronJobs": {"reconcile": {"suspend": True}}})
+    assert suspended.get("CronJob", "saga-reconcile")["spec"]["suspend"] is True
+    berlin = rendered_variant("replicas").get("CronJob", "saga-prune")["spec"]
+    assert berlin["timeZone"] == "Europe/Berlin" and berlin["jobTemplate"]["spec"]["backoffLimit"] == 0
+
+
+def test_a_long_release_name_keeps_cronjob_names_short_enough() -> None:
+    # 45 characters: every other object's name still fits in 63, "<name>-reconcile" would not fit in 52.
+    rendered = render({"fullnameOverride": "a-release-name-of-forty-five-characters-in-al"})
+    names = {c["metadata"]["name"] for c in rendered.of_kind("CronJob")}
+    assert len(names) == 2 and max(len(name) for name in names) == 52, names
 
 
 def _namespace(variant: str) -> str:
@@ -80,6 +114,14 @@ def test_selectors_use_name_instance_and_component_only(default: Rendered) -> No
         ({"services": {"order": {"drainTimeoutSeconds": 60}}}, "services.order: terminationGracePeriodSeconds=45"),
         ({"serviceDefaults": {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}}, "is above maxReplicas"),
         ({"services": {"customer": {"settings": {"SAGA_HTTP_PORT": "9000"}}}}, "is set by the chart itself"),
+        (
+            {"serviceDefaults": {"settings": {"SAGA_INBOX_RETENTION_S": "86400"}}},
+            "is read by sagactl, not by the service; set cronJobs.prune.inboxRetentionSeconds",
+        ),
+        (
+            {"services": {"order": {"settings": {"SAGA_RECONCILE_GRACE_S": "30"}}}},
+            "set cronJobs.reconcile.graceSeconds",
+        ),
     ],
 )
 def test_impossible_combinations_fail_with_a_clear_message(values: dict[str, Any], message: str) -> None:
@@ -99,6 +141,14 @@ def test_impossible_combinations_fail_with_a_clear_message(values: dict[str, Any
         {"serviceDefaults": {"logLevel": "LOUD"}},
         {"networkPolicy": {"enabled": "yes"}},
         {"services": {"customer": {"migration": {"afterMigrate": ["seed"]}}}},
+        {"cronJobs": {"sweep": {"schedule": "* * * * *"}}},
+        {"cronJobs": {"reconcile": {"schedule": "every 10 minutes"}}},
+        {"cronJobs": {"reconcile": {"schedule": "TZ=UTC */10 * * * *"}}},
+        {"cronJobs": {"prune": {"inboxRetentionSeconds": 3600}}},
+        {"cronJobs": {"prune": {"graceSeconds": 60}}},
+        {"cronJobDefaults": {"failedJobsHistoryLimit": 0}},
+        {"cronJobDefaults": {"concurrencyPolicy": "Allow"}},
+        {"cronJobDefaults": {"enabled": "no"}},
     ],
 )
 def test_the_schema_refuses_unknown_keys_and_bad_values(values: dict[str, Any]) -> None:

@@ -103,6 +103,38 @@ dict "root" $ "key" "order" | include "saga.service" | fromJson
 order customer
 {{- end }}
 
+{{/*
+One sagactl CronJob's settings: cronJobDefaults merged with cronJobs.<key>, its names, and `settings`: the
+SAGA_* variables the command reads (SagactlSettings), as strings. SAGA_DEADLINE_S is the order service's
+own, when the chart sets one (otherwise both use the same code default).
+dict "root" $ "key" "reconcile" | include "saga.cronJob" | fromJson
+*/}}
+{{- define "saga.cronJob" -}}
+{{- $job := include "saga.merge" (dict "base" .root.Values.cronJobDefaults "override" (index .root.Values.cronJobs .key)) | fromJson }}
+{{- $_ := set $job "key" .key }}
+{{- $_ := set $job "component" .key }}
+{{- /* A CronJob's name leaves 11 characters for the suffix of its Jobs. */}}
+{{- $_ := set $job "fullName" (include "saga.componentName" (dict "root" .root "component" .key) | trunc 52 | trimSuffix "-") }}
+{{- $settings := dict }}
+{{- if eq .key "reconcile" }}
+{{- $_ := set $settings "SAGA_RECONCILE_GRACE_S" (int $job.graceSeconds | toString) }}
+{{- $order := include "saga.service" (dict "root" .root "key" "order") | fromJson }}
+{{- if hasKey $order.settings "SAGA_DEADLINE_S" }}
+{{- $_ := set $settings "SAGA_DEADLINE_S" (get $order.settings "SAGA_DEADLINE_S" | toString) }}
+{{- end }}
+{{- else if eq .key "prune" }}
+{{- $_ := set $settings "SAGA_OUTBOX_RETENTION_S" (int $job.outboxRetentionSeconds | toString) }}
+{{- $_ := set $settings "SAGA_INBOX_RETENTION_S" (int $job.inboxRetentionSeconds | toString) }}
+{{- end }}
+{{- $_ := set $job "settings" $settings }}
+{{- toJson $job }}
+{{- end }}
+
+{{/* The sagactl commands that run as CronJobs, in a fixed order. */}}
+{{- define "saga.cronJobKeys" -}}
+reconcile prune
+{{- end }}
+
 {{/* repository:tag[@digest]; dict "image" .image "defaultTag" "x" */}}
 {{- define "saga.image" -}}
 {{- $tag := .image.tag | default .defaultTag | toString }}
@@ -211,6 +243,11 @@ dict "root" $ "username" "order-service" "password" "..."
 {{- range $name, $_ := $svc.settings }}
 {{- if has $name (list "SAGA_ENVIRONMENT" "SAGA_HTTP_PORT" "SAGA_HTTP_HOST" "SAGA_LOG_LEVEL" "SAGA_LOG_FORMAT" "SAGA_DRAIN_TIMEOUT_S") }}
 {{- fail (printf "services.%s.settings.%s is set by the chart itself; use the chart's own value for it" $key $name) }}
+{{- end }}
+{{- /* The services never read these: sagactl does, in the CronJobs. */}}
+{{- $operations := dict "SAGA_OUTBOX_RETENTION_S" "cronJobs.prune.outboxRetentionSeconds" "SAGA_INBOX_RETENTION_S" "cronJobs.prune.inboxRetentionSeconds" "SAGA_RECONCILE_GRACE_S" "cronJobs.reconcile.graceSeconds" }}
+{{- if hasKey $operations $name }}
+{{- fail (printf "services.%s.settings.%s is read by sagactl, not by the service; set %s instead" $key $name (get $operations $name)) }}
 {{- end }}
 {{- end }}
 {{- end }}

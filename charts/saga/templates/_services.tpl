@@ -17,9 +17,12 @@
       mountPath: /tmp
 {{- end }}
 
-{{/* The environment the service and its CLI commands share: dict "root" $ "svc" $svc */}}
+{{/*
+The environment the service and its CLI commands (migrate, seed) share: dict "root" $ "svc" $svc.
+No broker URL: only `serve` talks to RabbitMQ, so only the Deployment gets it.
+*/}}
 {{- define "saga.serviceEnv" -}}
-# production refuses development passwords in the two URLs below.
+# production refuses a development password in DATABASE_URL (and, for `serve`, in RABBITMQ_BROKER_URL).
 - name: SAGA_ENVIRONMENT
   value: production
 - name: DATABASE_URL
@@ -27,11 +30,6 @@
     secretKeyRef:
       name: {{ .svc.secretName }}
       key: database-url
-- name: RABBITMQ_BROKER_URL
-  valueFrom:
-    secretKeyRef:
-      name: {{ .svc.secretName }}
-      key: rabbitmq-url
 - name: SAGA_LOG_LEVEL
   value: {{ .svc.logLevel | quote }}
 - name: SAGA_LOG_FORMAT

@@ -62,14 +62,6 @@ class ServiceSettings(BaseSettings):
     outbox_batch_size: int = Field(200, ge=1, le=5000)
     outbox_poll_interval_s: float = Field(1.0, gt=0, description="Fallback when no NOTIFY arrives.")
 
-    outbox_retention_s: float = Field(7 * 86400, gt=0, description="Sent outbox rows older than this are pruned.")
-    inbox_retention_s: float = Field(
-        7 * 86400,
-        gt=0,
-        description="Inbox records (the deduplication window) older than this are pruned; never below one day. "
-        "A dead letter older than this is only replayed with --force.",
-    )
-
     drain_timeout_s: float = Field(20.0, ge=0, description="How long SIGTERM waits for in-flight messages.")
     health_probe_interval_s: float = Field(2.0, gt=0)
 

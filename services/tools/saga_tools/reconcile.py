@@ -8,8 +8,9 @@ What it looks for (only in sagas older than a grace period, so in-flight sagas a
   - credit held for an order the order database does not know, or a fulfilled order whose credit is not
     held: reported for a human (re-reserving credit could fail; releasing it could be wrong);
   - orders pending past their deadline: reported (the order service's deadline sweeper rejects them).
-Repairs go through the order service's outbox, like any other event of the saga, so they are published,
-traced and deduplicated the usual way. With nothing wrong, it writes nothing.
+Repairs go through the order service's outbox, like any other event of the saga, so they are published and
+deduplicated the usual way (sagactl exports no spans: a repair is not part of the saga's trace). With
+nothing wrong, it writes nothing.
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from saga_common.messages import OrderCancelled
-from saga_common.settings import to_asyncpg_url, to_libpq_url
+from saga_common.settings import redact_url, to_asyncpg_url, to_libpq_url
 from saga_common.unit_of_work import UnitOfWork
 
 RECONCILE_REASON = "reconciliation"
 FULFILLED_WINDOW_S = 7 * 86400  # how far back fulfilled orders are compared with their reservations
+STATEMENT_TIMEOUT_MS = 60_000  # a check that takes longer is stopped, not left to the Job's deadline
 
 _ACTIVE_RESERVATIONS = """
     SELECT order_id, customer_id, amount FROM reservations
@@ -47,6 +49,19 @@ _RESERVATION_STATUS = "SELECT order_id, status FROM reservations WHERE order_id 
 _OVERDUE_PENDING = (
     "SELECT count(*) FROM orders WHERE status = 'pending' AND created_at < now() - make_interval(secs => $1)"
 )
+
+
+class DatabaseUnreachable(ConnectionError):
+    pass
+
+
+async def _connect(url: str) -> asyncpg.Connection:
+    try:
+        return await asyncpg.connect(
+            to_libpq_url(url), timeout=10, server_settings={"statement_timeout": str(STATEMENT_TIMEOUT_MS)}
+        )
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise DatabaseUnreachable(f"{redact_url(url)}: {exc or type(exc).__name__}") from None
 
 
 @dataclass(frozen=True)
@@ -88,8 +103,12 @@ async def reconcile(
     exchange: str = "saga.events",
 ) -> ReconcileReport:
     report = ReconcileReport(dry_run=dry_run)
-    orders = await asyncpg.connect(to_libpq_url(order_database_url))
-    customers = await asyncpg.connect(to_libpq_url(customer_database_url))
+    orders = await _connect(order_database_url)
+    try:
+        customers = await _connect(customer_database_url)
+    except BaseException:
+        await orders.close()
+        raise
     try:
         resend: list[tuple[Finding, int, int]] = []
 

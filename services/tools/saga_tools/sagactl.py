@@ -33,7 +33,7 @@ from saga_common.retention import inbox_window, prune
 from saga_common.settings import DEFAULT_BROKER_URL, redact_url, split_broker_urls, to_asyncpg_url
 from saga_common.topology import CUSTOMER_SERVICE, ORDER_SERVICE
 from saga_tools.dlq import DeadLetter, DeadLetterQueues
-from saga_tools.reconcile import reconcile
+from saga_tools.reconcile import DatabaseUnreachable, reconcile
 
 EXIT_ERROR = 1
 EXIT_NEEDS_ATTENTION = 3
@@ -285,9 +285,9 @@ async def _reconcile(args: argparse.Namespace, settings: SagactlSettings) -> int
             deadline_s=settings.deadline_s,
             dry_run=args.dry_run,
         )
-    except DATABASE_ERRORS as exc:
+    except DatabaseUnreachable as exc:
         raise CommandError(
-            f"cannot reach a database ({exc}); set ORDER_DATABASE_URL and CUSTOMER_DATABASE_URL"
+            f"cannot reach the database at {exc}; set ORDER_DATABASE_URL and CUSTOMER_DATABASE_URL"
         ) from None
     data = report.as_dict()
 
