@@ -10,7 +10,7 @@ PACKAGES := -e services/common -e services/order -e services/customer -e service
 PYTEST := $(BIN)/pytest
 
 .PHONY: help install run test test-unit test-integration test-e2e test-observability test-chart test-chaos \
-        bench lint format clean
+        test-fuzz test-perf bench lint format clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -31,6 +31,9 @@ test: $(INSTALLED) ## the whole suite, tier by tier (what CI runs)
 	$(PYTEST) tests/integration -m integration
 	$(PYTEST) tests/e2e -m e2e
 	$(PYTEST) tests/observability -m observability
+	$(PYTEST) tests/chart -m chart
+	$(PYTEST) tests/chaos -m chaos -s
+	$(PYTEST) tests/perf -m perf
 
 test-unit: $(INSTALLED) ## pure functions: validation, envelope, state machine
 	$(PYTEST) tests/unit -m unit
@@ -41,8 +44,20 @@ test-integration: $(INSTALLED) ## outbox, inbox, consumer against a real Postgre
 test-e2e: $(INSTALLED) ## both services as real processes
 	$(PYTEST) tests/e2e -m e2e
 
+test-chaos: $(INSTALLED) ## faults under load on a 3-node RabbitMQ cluster; prints the table of figures (root, rabbitmq-server)
+	$(PYTEST) tests/chaos -m chaos -s
+
+test-fuzz: $(INSTALLED) ## schemathesis on both OpenAPI documents, and the bad-input list (also part of test-chaos)
+	$(PYTEST) tests/chaos/test_fuzz_api.py -m chaos -s
+
 test-observability: $(INSTALLED) ## traces through the broker, metrics, a real Prometheus, dashboards, alert rules
 	$(PYTEST) tests/observability -m observability
+
+test-perf: $(INSTALLED) ## the benchmark's smoke run (a few seconds; figures come from make bench)
+	$(PYTEST) tests/perf -m perf
+
+bench: $(INSTALLED) ## the benchmark: every scenario, the machine's limit, a 5-minute soak (about 12 minutes)
+	$(BIN)/saga-bench --scenarios closed-1x,open-100,open-300,closed-2x,hotspot,tracing,cluster,soak
 
 lint: $(INSTALLED) ## ruff
 	$(BIN)/ruff check services tests

@@ -350,3 +350,33 @@ async def test_prune_keeps_unsent_rows_and_the_inbox_window(saga_env):
 def test_every_command_has_help(saga_env, command):
     result = sagactl(saga_env, *command)
     assert result.returncode == 0 and "usage: sagactl" in result.stdout
+
+
+async def test_a_database_outage_is_a_503_to_retry_not_a_500(saga_env):
+    unreachable = "postgresql://postgres@127.0.0.1:1/orders"
+    order = ServiceProcess("order_service", unreachable, saga_env.broker_url)
+    await asyncio.to_thread(order.start, False)
+    try:
+        async with httpx.AsyncClient(timeout=20) as http:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                try:
+                    if (await http.get(f"{order.base_url}/healthz")).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    await asyncio.sleep(0.1)
+            ready = await http.get(f"{order.base_url}/readyz")
+            assert ready.status_code == 503 and ready.json()["checks"]["database"] is False
+            created = await http.post(
+                f"{order.base_url}/orders/",
+                json={"customer_id": 1, "product_id": 1, "quantity": 1, "total_price": "1.00"},
+                headers={"Idempotency-Key": "retry-me"},
+            )
+            read = await http.get(f"{order.base_url}/orders/1")
+    finally:
+        order.stop()
+    for response in (created, read):
+        assert response.status_code == 503, response.text
+        assert response.headers["retry-after"] == "1"
+        assert "retry" in response.json()["detail"]
+    assert "Traceback" not in order.log_text()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated
 
+import asyncpg
+import sqlalchemy.exc
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -22,6 +25,8 @@ from saga_common.metrics import HttpMetricsMiddleware
 from saga_common.runtime import ServiceRuntime, ServiceSpec
 from saga_common.settings import ServiceSettings
 from saga_common.unit_of_work import UnitOfWork
+
+log = logging.getLogger(__name__)
 
 UNTRACED_PATHS = "healthz,readyz,metrics"
 
@@ -62,9 +67,17 @@ def create_service_app(
         version="1.0.0",
         lifespan=lifespan,
         # FastAPI's own answer to a JSON body that is not UTF-8: documented, so clients (and schemathesis) know it.
-        responses={400: {"model": Problem, "description": "The request body cannot be read (e.g. not UTF-8)"}},
+        responses={
+            400: {"model": Problem, "description": "The request body cannot be read (e.g. not UTF-8)"},
+            503: {
+                "model": Problem,
+                "description": "The database is unreachable: retry (with the same Idempotency-Key)",
+            },
+        },
     )
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    for unavailable in DATABASE_UNAVAILABLE:
+        app.add_exception_handler(unavailable, _database_unavailable)
     app.state.settings = settings
     app.include_router(health_router(spec.name))
     for router in routers:
@@ -76,6 +89,29 @@ def create_service_app(
 
         FastAPIInstrumentor.instrument_app(app, excluded_urls=UNTRACED_PATHS)
     return app
+
+
+# What a request meets when PostgreSQL is down, restarting or saturated: not the request's fault, and not a
+# bug either, so a 503 that says "retry" rather than a 500 with a traceback.
+DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    ConnectionError,
+    TimeoutError,
+)
+RETRY_AFTER_S = 1
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("%s %s: database unavailable (%s)", request.method, request.url.path, type(exc).__name__)
+    return JSONResponse(
+        {"detail": "the database is unavailable; retry shortly (with the same Idempotency-Key for an order)"},
+        status_code=503,
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
 
 
 async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

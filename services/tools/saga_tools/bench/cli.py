@@ -15,7 +15,6 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +26,7 @@ from saga_tools.bench.baseline import run_baseline
 from saga_tools.bench.load import LoadRun, closed_loop, open_loop
 from saga_tools.bench.stack import BenchStack, outcomes
 from saga_tools.localstack import SagaEnvironment
+from saga_tools.rabbit_cluster import RabbitCluster
 
 PRICE = "1.00"
 CUSTOMERS = 100
@@ -292,7 +292,7 @@ async def _run_all(chosen: list[Scenario], args: argparse.Namespace) -> tuple[di
             cluster_urls = None
             if scenario.cluster:
                 cluster = cluster or await asyncio.to_thread(_start_cluster)
-                cluster_urls = cluster.broker_urls
+                cluster_urls = ",".join(cluster.urls())
             duration = args.soak_duration if scenario.soak else args.duration
             print(f"- {scenario.name}: {scenario.description} ({duration:.0f}s)", file=sys.stderr)
             started = time.monotonic()
@@ -304,5 +304,6 @@ async def _run_all(chosen: list[Scenario], args: argparse.Namespace) -> tuple[di
     return baseline, results
 
 
-def _start_cluster() -> Callable[[], None]:
-    raise NotImplementedError
+def _start_cluster() -> RabbitCluster:
+    print("  starting a three-node RabbitMQ cluster ...", file=sys.stderr)
+    return RabbitCluster.start()

@@ -1,0 +1,637 @@
+"""The chaos tier's harness: one environment per scenario, a load, a fault, and checks that count.
+
+A scenario gets its own two databases (on the machine's PostgreSQL), its own vhost on the three-node
+cluster, four TCP proxies (one per broker node, one to PostgreSQL) between the services and the
+infrastructure, customers written straight into its customer database, and the services as real processes.
+
+    run = env.scenario("kill -9 customer service")
+    await run.start_load()
+    await run.steady(3)
+    run.fault_started(); ...break something...; run.fault_ended()
+    figures = await run.finish()          # stops the load, waits (bounded), counts, asserts
+
+`finish()` measures, from the databases and the broker only:
+  - converge_s: from the end of the fault until no order created before it is still pending or cancelling;
+  - every order the API accepted (201) is in a terminal state within CONVERGENCE_BOUND_S of the fault's
+    end (any other order found in the database too: a request whose response was lost may have created one);
+  - duplicated effects: a second reservation for an order, a charge for an order that is not fulfilled,
+    a customer whose balance moved by more or less than its active reservations;
+  - money: sum(balances) + sum(active reservations) = the starting total; no balance below zero; and
+    sum(balances) = starting total - sum(prices of the fulfilled orders), read from the other database;
+  - nothing left in a dead-letter queue (or exactly what the scenario injected), nothing left in the
+    work and delay queues, no outbox row unsent in either database.
+Figures are recorded before the assertions, so a failing scenario still shows its numbers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import asyncpg
+
+from saga_common.settings import to_libpq_url
+from saga_common.topology import CUSTOMER_SERVICE, ORDER_SERVICE
+from tests.support.infra import POSTGRES_URL, Databases, unique_name
+from tests.support.load import LoadGenerator, LoadStats
+from tests.support.processes import ServiceProcess
+from tests.support.rabbit_cluster import RabbitCluster
+from tests.support.tcp_proxy import TcpProxy
+
+# Every accepted order must be terminal this long after the fault ended (the README states it).
+CONVERGENCE_BOUND_S = float(os.environ.get("SAGA_CHAOS_BOUND_S", "60"))
+LOAD_RATE = float(os.environ.get("SAGA_CHAOS_RATE", "25"))  # new orders per second
+SEED = int(os.environ.get("SAGA_CHAOS_SEED", str(int(time.time()) % 100_000)))
+RESULTS_PATH = Path(os.environ.get("SAGA_CHAOS_RESULTS", "/tmp/saga-chaos-results.json"))
+
+RETRY_DELAYS_MS = [250, 1000, 5000]
+DRAIN_TIMEOUT_S = 10
+# uvicorn waits drain + 5 s for open requests; the whole exit must fit in a Kubernetes-like grace period.
+GRACE_PERIOD_S = DRAIN_TIMEOUT_S + 10
+
+TERMINAL = ("fulfilled", "rejected", "cancelled")
+RICH_BALANCE = Decimal("100000.00")
+POOR_BALANCE = Decimal("40.00")
+
+SERVICE_ENV = {
+    "SAGA_DEADLINE_S": "300",  # the checks measure recovery, not expiry
+    "SAGA_DEADLINE_SWEEP_INTERVAL_S": "1",
+    "SAGA_DELIVERY_LIMIT": "20",
+    "SAGA_MAX_ATTEMPTS": "6",
+    "SAGA_RETRY_DELAYS_MS": json.dumps(RETRY_DELAYS_MS),
+    "SAGA_BROKER_HEARTBEAT_S": "4",
+    "SAGA_BROKER_RECONNECT_MAX_DELAY_S": "2",
+    "SAGA_DRAIN_TIMEOUT_S": str(DRAIN_TIMEOUT_S),
+    "SAGA_OUTBOX_POLL_INTERVAL_S": "0.5",
+    "SAGA_HEALTH_PROBE_INTERVAL_S": "1",
+    "SAGA_LOG_FORMAT": "json",
+}
+
+RESULTS: list[Figures] = []
+
+
+# -- the machine's PostgreSQL, restarted by scenario 5 and always brought back -----------------------------
+
+POSTGRES_VERSION = (
+    sorted(p.name for p in Path("/etc/postgresql").glob("*"))[-1] if Path("/etc/postgresql").exists() else "15"
+)
+POSTGRES_CLUSTER = "main"
+
+
+def postgres_is_up() -> bool:
+    result = subprocess.run(["pg_isready", "-h", "127.0.0.1", "-q", "-t", "2"], check=False)
+    return result.returncode == 0
+
+
+def ensure_postgres_running(timeout: float = 60) -> None:
+    """Start the machine's PostgreSQL if a scenario left it down; everything else on this machine needs it."""
+    if postgres_is_up():
+        return
+    subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", POSTGRES_VERSION, POSTGRES_CLUSTER, "start"],
+        check=False,
+        capture_output=True,
+        timeout=timeout,
+    )
+    deadline = time.monotonic() + timeout
+    while not postgres_is_up():
+        if time.monotonic() > deadline:
+            raise RuntimeError("PostgreSQL did not come back; start it with pg_ctlcluster ... start")
+        time.sleep(0.5)
+
+
+@dataclass
+class Figures:
+    scenario: str
+    attempted: int = 0
+    accepted: int = 0
+    terminal: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    converge_s: float | None = None
+    fulfilled: int = 0
+    rejected: int = 0
+    cancelled: int = 0
+    client_errors: dict[str, int] = field(default_factory=dict)
+    failovers: int = 0
+    unacknowledged: int = 0  # orders created whose 201 the client never got
+    faults: int = 0
+    in_flight: int = 0  # sagas under way when a fault hit (the largest sample)
+    dead_lettered: int = 0
+    unsent_outbox: int = 0
+    duration_s: float = 0.0
+    note: str = ""
+    problems: list[str] = field(default_factory=list)
+
+    def row(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def record(figures: Figures) -> None:
+    RESULTS[:] = [f for f in RESULTS if f.scenario != figures.scenario]
+    RESULTS.append(figures)
+    write_results()
+
+
+def write_results() -> None:
+    payload = {
+        "seed": SEED,
+        "rate_per_s": LOAD_RATE,
+        "bound_s": CONVERGENCE_BOUND_S,
+        "command": "make test-chaos",
+        "scenarios": [f.row() for f in RESULTS],
+    }
+    with contextlib.suppress(OSError):
+        RESULTS_PATH.write_text(json.dumps(payload, indent=2, default=str))
+
+
+def format_table(results: list[Figures]) -> str:
+    header = (
+        "| scenario | accepted | terminal | lost | duplicated | converge (s) | in flight at fault "
+        "| fulfilled/rejected/cancelled | refused or failed requests | faults |"
+    )
+    lines = [header, "|" + " --- |" * 10]
+    for f in results:
+        errors = ", ".join(f"{k} {v}" for k, v in sorted(f.client_errors.items())) or "0"
+        converge = "-" if f.converge_s is None else f"{f.converge_s:.1f}"
+        lines.append(
+            f"| {f.scenario} | {f.accepted} | {f.terminal} | {f.lost} | {f.duplicated} | {converge} | {f.in_flight} "
+            f"| {f.fulfilled}/{f.rejected}/{f.cancelled} | {errors} | {f.faults} |"
+        )
+    return "\n".join(lines)
+
+
+# -- the environment of one scenario --------------------------------------------------------------------------
+
+
+@dataclass
+class ChaosEnvironment:
+    cluster: RabbitCluster
+    vhost: str
+    databases: Databases
+    broker_proxies: list[TcpProxy]
+    db_proxy: TcpProxy
+    rich: list[int] = field(default_factory=list)
+    poor: list[int] = field(default_factory=list)
+    initial: dict[int, Decimal] = field(default_factory=dict)
+    orders: list[ServiceProcess] = field(default_factory=list)
+    customers: list[ServiceProcess] = field(default_factory=list)
+
+    @classmethod
+    async def create(cls, cluster: RabbitCluster) -> ChaosEnvironment:
+        vhost = unique_name("chaos")
+        databases = Databases.fresh("chaos")
+        await asyncio.gather(
+            asyncio.to_thread(cluster.add_vhost, vhost),
+            asyncio.to_thread(databases.create),
+        )
+        proxies = [TcpProxy(node.amqp_port, name=f"amqp-{node.index}").start() for node in cluster.nodes]
+        db_proxy = TcpProxy(int(POSTGRES_URL.rsplit(":", 1)[1]), name="postgres").start()
+        env = cls(cluster, vhost, databases, proxies, db_proxy)
+        await env._seed_customers(rich=8, poor=4)
+        return env
+
+    async def _seed_customers(self, rich: int, poor: int) -> None:
+        conn = await asyncpg.connect(to_libpq_url(self.databases.customer_url))
+        try:
+            for count, balance, ids in ((rich, RICH_BALANCE, self.rich), (poor, POOR_BALANCE, self.poor)):
+                for _ in range(count):
+                    customer = await conn.fetchval(
+                        "INSERT INTO customers (name, balance) VALUES ('chaos', $1) RETURNING id", balance
+                    )
+                    ids.append(int(customer))
+                    self.initial[int(customer)] = balance
+        finally:
+            await conn.close()
+
+    # URLs the services use: everything through the proxies.
+
+    def broker_url(self, first_node: int) -> str:
+        """All three nodes, starting with `first_node` (so the services spread over the cluster)."""
+        proxies = self.broker_proxies[first_node - 1 :] + self.broker_proxies[: first_node - 1]
+        return ",".join(self.cluster.url(1, self.vhost, port=proxy.port) for proxy in proxies)
+
+    def service_database_url(self, direct_url: str) -> str:
+        name = direct_url.rsplit("/", 1)[1]
+        return f"postgresql://postgres@127.0.0.1:{self.db_proxy.port}/{name}"
+
+    def new_order_service(self) -> ServiceProcess:
+        return ServiceProcess(
+            "order_service",
+            self.service_database_url(self.databases.order_url),
+            self.broker_url(1),
+            extra_env=SERVICE_ENV,
+        )
+
+    def new_customer_service(self) -> ServiceProcess:
+        return ServiceProcess(
+            "customer_service",
+            self.service_database_url(self.databases.customer_url),
+            self.broker_url(2),
+            extra_env=SERVICE_ENV,
+        )
+
+    async def start_services(self, replicas: int = 1) -> None:
+        self.customers = [self.new_customer_service() for _ in range(replicas)]
+        # The customer service declares the topology first, through node 2: the queue leaders start there.
+        await asyncio.to_thread(self.customers[0].start)
+        self.orders = [self.new_order_service() for _ in range(replicas)]
+        await asyncio.gather(
+            *(asyncio.to_thread(p.start) for p in [*self.customers[1:], *self.orders]),
+        )
+
+    async def restart(self, process: ServiceProcess) -> None:
+        await asyncio.to_thread(process.start)
+
+    @property
+    def order_urls(self) -> list[str]:
+        return [p.base_url for p in self.orders]
+
+    def scenario(self, name: str, **kwargs: Any) -> ScenarioRun:
+        return ScenarioRun(self, name, **kwargs)
+
+    async def destroy(self) -> None:
+        for process in [*self.orders, *self.customers]:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(process.stop, 30)
+        for proxy in [*self.broker_proxies, self.db_proxy]:
+            proxy.stop()
+        await asyncio.to_thread(self.cluster.delete_vhost, self.vhost)
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(self.databases.drop)
+
+    # Direct access (never through the proxies) for the checks.
+
+    async def order_db(self) -> asyncpg.Connection:
+        return await asyncpg.connect(to_libpq_url(self.databases.order_url), timeout=5)
+
+    async def customer_db(self) -> asyncpg.Connection:
+        return await asyncpg.connect(to_libpq_url(self.databases.customer_url), timeout=5)
+
+    @contextlib.asynccontextmanager
+    async def broker(self) -> Any:
+        """A connection to any node that is up (the checks must work whichever node is down)."""
+        last: Exception | None = None
+        for node in self.cluster.nodes:
+            try:
+                connection = await aio_pika.connect(self.cluster.url(node.index, self.vhost), timeout=5)
+            except Exception as exc:  # noqa: BLE001 - that node is down: the next one
+                last = exc
+                continue
+            try:
+                yield connection
+            finally:
+                await connection.close()
+            return
+        raise RuntimeError(f"no node of the cluster accepts connections: {last}")
+
+    def saga_queues(self) -> dict[str, list[str]]:
+        names: dict[str, list[str]] = {}
+        for service in (CUSTOMER_SERVICE, ORDER_SERVICE):
+            names[service] = [
+                f"{service}.events",
+                *(f"{service}.retry.{d}ms" for d in RETRY_DELAYS_MS),
+                f"{service}.dead-letter",
+            ]
+        return names
+
+    async def queue_depths(self) -> dict[str, int]:
+        depths: dict[str, int] = {}
+        async with self.broker() as connection:
+            for queues in self.saga_queues().values():
+                for name in queues:
+                    channel = await connection.channel()
+                    try:
+                        queue = await channel.declare_queue(name, passive=True)
+                        depths[name] = int(queue.declaration_result.message_count or 0)
+                    finally:
+                        with contextlib.suppress(Exception):
+                            await channel.close()
+        return depths
+
+    async def peek_dead_letters(self, queue: str, expect: int, timeout: float = 10) -> list[Any]:
+        """Read what sits in a dead-letter queue without taking it: unacked, it goes back when the channel
+        closes, so the depth check still sees it."""
+        found: list[Any] = []
+        async with self.broker() as connection:
+            channel = await connection.channel()
+            q = await channel.get_queue(queue, ensure=False)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                message = await q.get(fail=False, no_ack=False)
+                if message is None:
+                    if len(found) >= expect:
+                        break
+                    await asyncio.sleep(0.1)
+                    continue
+                found.append(message)
+            await channel.close()
+        return found
+
+
+# -- one scenario -------------------------------------------------------------------------------------------
+
+
+class ScenarioRun:
+    def __init__(
+        self,
+        env: ChaosEnvironment,
+        name: str,
+        *,
+        rate: float = LOAD_RATE,
+        expected_dead_letters: dict[str, int] | None = None,
+        allow_client_errors: bool = True,
+    ) -> None:
+        self.env = env
+        self.name = name
+        self.rate = rate
+        self.expected_dead_letters = expected_dead_letters or {}
+        self.allow_client_errors = allow_client_errors
+        self.load: LoadGenerator | None = None
+        self.started = time.monotonic()
+        self.fault_start: float | None = None  # time.time()
+        self.fault_end: float | None = None
+        self.faults = 0
+        self.note = ""
+        self.problems: list[str] = []
+        self._watcher: asyncio.Task[float | None] | None = None
+        self._samples: list[asyncio.Task[None]] = []
+        self.in_flight = 0
+
+    async def start_load(self, seed_offset: int = 0) -> None:
+        self.load = LoadGenerator(
+            self.env.order_urls,
+            order_database_url=self.env.databases.order_url,
+            rich_customers=self.env.rich,
+            poor_customers=self.env.poor,
+            rate=self.rate,
+            seed=SEED + seed_offset + hash(self.name) % 1000,
+        ).start()
+
+    async def steady(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    async def burst(self, count: int = 40, settle_s: float = 0.15) -> None:
+        """Orders on top of the steady rate, so that the fault about to come finds sagas under way."""
+        if self.load is not None:
+            self.load.burst(count)
+            await asyncio.sleep(settle_s)
+
+    def fault_started(self) -> None:
+        if self.fault_start is None:
+            self.fault_start = time.time()
+        self.faults += 1
+        self._samples.append(asyncio.create_task(self._sample_in_flight()))
+
+    async def _sample_in_flight(self) -> None:
+        """How many sagas were under way when the fault hit (pending or cancelling orders)."""
+        with contextlib.suppress(OSError, asyncpg.PostgresError, TimeoutError):
+            conn = await self.env.order_db()
+            try:
+                count = await conn.fetchval("SELECT count(*) FROM orders WHERE status IN ('pending', 'cancelling')")
+            finally:
+                await conn.close()
+            self.in_flight = max(self.in_flight, int(count))
+
+    def fault_ended(self) -> None:
+        self.fault_end = time.time()
+        if self._watcher is not None:
+            self._watcher.cancel()
+        self._watcher = asyncio.create_task(self._watch_convergence(self.fault_end))
+
+    async def _watch_convergence(self, since: float) -> float | None:
+        """Seconds from `since` until no order created before it is pending, nor cancelling since before it."""
+        deadline = since + CONVERGENCE_BOUND_S
+        while time.time() < deadline:
+            try:
+                conn = await self.env.order_db()
+                try:
+                    left = await conn.fetchval(
+                        "SELECT count(*) FROM orders WHERE (status = 'pending' AND created_at <= to_timestamp($1)) "
+                        "OR (status = 'cancelling' AND updated_at <= to_timestamp($1))",
+                        since,
+                    )
+                finally:
+                    await conn.close()
+                if left == 0:
+                    return max(0.0, time.time() - since)
+            except (OSError, asyncpg.PostgresError, TimeoutError):
+                pass
+            await asyncio.sleep(0.1)
+        return None
+
+    async def finish(
+        self, after_fault_s: float = 3.0, inspect: Callable[[], Awaitable[list[str]]] | None = None
+    ) -> Figures:
+        if self.fault_end is None:
+            self.fault_started()
+            self.fault_ended()
+        await asyncio.sleep(after_fault_s)
+        assert self.load is not None
+        stats = await asyncio.to_thread(self.load.stop)
+        assert self.fault_end is not None and self._watcher is not None
+        converge = await self._watcher
+        await asyncio.gather(*self._samples, return_exceptions=True)
+        await self._wait_settled(self.fault_end + CONVERGENCE_BOUND_S)
+        if inspect is not None:
+            self.problems += await inspect()
+        figures = await self._count(stats, converge)
+        record(figures)
+        assert not figures.problems, f"{self.name}: " + "; ".join(figures.problems)
+        return figures
+
+    async def _wait_settled(self, deadline: float) -> None:
+        """Until every order is terminal, both outboxes are sent and the work and delay queues are empty."""
+        while True:
+            try:
+                if await self._settled():
+                    return
+            except (OSError, asyncpg.PostgresError, TimeoutError, aio_pika.exceptions.AMQPError):
+                pass
+            if time.time() > deadline:
+                return  # the counting below says what is missing
+            await asyncio.sleep(0.25)
+
+    async def _settled(self) -> bool:
+        orders = await self.env.order_db()
+        customers = await self.env.customer_db()
+        try:
+            busy = await orders.fetchval("SELECT count(*) FROM orders WHERE status IN ('pending', 'cancelling')")
+            unsent = await orders.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            unsent += await customers.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+        finally:
+            await orders.close()
+            await customers.close()
+        if busy or unsent:
+            return False
+        depths = await self.env.queue_depths()
+        return all(depth == 0 for name, depth in depths.items() if not name.endswith(".dead-letter"))
+
+    def converged(self) -> bool:
+        """The orders in flight when the fault ended are all done (so far)."""
+        return self._watcher is not None and self._watcher.done() and self._watcher.result() is not None
+
+    async def _request_problems(self, stats: LoadStats) -> list[str]:
+        """For scenarios where no request may fail: a request refused by every replica fails the scenario; a
+        connection reset before any answer only if the order was created (the server had taken the request:
+        its answer was lost). A reset before the server read the request is what a closing listener does to
+        a connection still in the kernel's backlog: the request was never taken, like a refused one."""
+        problems = []
+        others = {kind: n for kind, n in stats.errors.items() if kind != "cut_mid_request"}
+        if others:
+            problems.append(f"requests failed: {others}")
+        if stats.cut_keys:
+            conn = await self.env.order_db()
+            try:
+                taken = await conn.fetchval(
+                    "SELECT count(*) FROM orders WHERE idempotency_key = ANY($1::text[])", stats.cut_keys
+                )
+            finally:
+                await conn.close()
+            if taken:
+                problems.append(f"{taken} requests were processed and their answer lost (connection cut)")
+        return problems
+
+    async def _count(self, stats: LoadStats, converge: float | None) -> Figures:
+        figures = Figures(
+            scenario=self.name,
+            attempted=stats.attempted,
+            accepted=len(stats.accepted),
+            converge_s=None if converge is None else round(converge, 2),
+            client_errors=dict(stats.errors),
+            failovers=stats.failovers,
+            faults=self.faults,
+            in_flight=self.in_flight,
+            duration_s=round(time.monotonic() - self.started, 1),
+            note=self.note,
+        )
+        problems = list(self.problems)
+        if converge is None:
+            problems.append(f"orders created before the fault's end still in progress after {CONVERGENCE_BOUND_S}s")
+        if not self.allow_client_errors:
+            problems += await self._request_problems(stats)
+
+        order_conn = await self.env.order_db()
+        customer_conn = await self.env.customer_db()
+        try:
+            orders = {
+                int(r["id"]): r
+                for r in await order_conn.fetch(
+                    "SELECT id, customer_id, total_price, status, rejection_reason, idempotency_key FROM orders"
+                )
+            }
+            reservations = await customer_conn.fetch(
+                "SELECT order_id, customer_id, amount, status, reason FROM reservations"
+            )
+            balances = {
+                int(r["id"]): r["balance"] for r in await customer_conn.fetch("SELECT id, balance FROM customers")
+            }
+            old_unsent = 0
+            unsent = 0
+            for conn in (order_conn, customer_conn):
+                old_unsent += await conn.fetchval(
+                    "SELECT count(*) FROM outbox "
+                    "WHERE published_at IS NULL AND created_at < now() - make_interval(secs => $1)",
+                    CONVERGENCE_BOUND_S,
+                )
+                unsent += await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+        finally:
+            await order_conn.close()
+            await customer_conn.close()
+
+        # Lost: accepted by the API, and not (or not yet, after the bound) in a terminal state.
+        missing = [oid for oid in stats.accepted if oid not in orders]
+        not_terminal = [oid for oid in stats.accepted if oid in orders and orders[oid]["status"] not in TERMINAL]
+        figures.lost = len(missing) + len(not_terminal)
+        figures.terminal = len(stats.accepted) - figures.lost
+        if missing:
+            problems.append(f"{len(missing)} accepted orders are not in the database: {missing[:10]}")
+        if not_terminal:
+            problems.append(f"{len(not_terminal)} accepted orders not terminal: {not_terminal[:10]}")
+        # Created, but the client never saw the 201 (cut or timed out): still sagas, checked like the others.
+        figures.unacknowledged = sum(1 for oid in orders if oid not in stats.accepted)
+        stuck = [oid for oid, r in orders.items() if r["status"] not in TERMINAL and oid not in stats.accepted]
+        if stuck:
+            problems.append(f"{len(stuck)} orders created without a 201 seen are not terminal: {stuck[:10]}")
+        expired = [oid for oid, r in orders.items() if r["rejection_reason"] == "timeout"]
+        if expired:  # the chaos tier sets a long deadline: an expiry here means recovery took that long
+            problems.append(f"{len(expired)} orders expired (deadline) instead of completing: {expired[:10]}")
+        statuses = Counter(r["status"] for r in orders.values())
+        figures.fulfilled, figures.rejected, figures.cancelled = (statuses[s] for s in TERMINAL)
+
+        # Duplicated effects, from the customer database held against the order database.
+        per_order: dict[int, list[Any]] = {}
+        for r in reservations:
+            per_order.setdefault(int(r["order_id"]), []).append(r)
+        duplicated: list[str] = []
+        inconsistent: list[str] = []
+        for order_id, rows in per_order.items():
+            if len(rows) > 1:
+                duplicated.append(f"order {order_id} has {len(rows)} reservations")
+        active_by_customer: Counter[int] = Counter()
+        for order_id, rows in per_order.items():
+            for r in rows:
+                if r["status"] == "active":
+                    active_by_customer[int(r["customer_id"])] += r["amount"]
+            order = orders.get(order_id)
+            active = [r for r in rows if r["status"] == "active"]
+            if order is None:
+                if active:
+                    duplicated.append(f"a charge for order {order_id}, which the order service does not know")
+                continue
+            if active and order["status"] != "fulfilled":
+                duplicated.append(f"order {order_id} is {order['status']} and its customer is still charged")
+            if order["status"] == "fulfilled" and (len(active) != 1 or active[0]["amount"] != order["total_price"]):
+                inconsistent.append(f"order {order_id} is fulfilled without exactly one charge of its price")
+            if order["status"] == "cancelled" and not any(r["status"] == "released" for r in rows):
+                inconsistent.append(f"order {order_id} is cancelled and its credit was never released")
+        for order_id, order in orders.items():
+            if order["status"] == "fulfilled" and order_id not in per_order:
+                inconsistent.append(f"order {order_id} is fulfilled and has no reservation")
+        for customer, start in self.env.initial.items():
+            moved = start - balances.get(customer, Decimal(0))
+            if moved != active_by_customer.get(customer, Decimal(0)):
+                duplicated.append(
+                    f"customer {customer}: balance moved by {moved}, active reservations hold "
+                    f"{active_by_customer.get(customer, Decimal(0))}"
+                )
+        figures.duplicated = len(duplicated)
+        problems += duplicated[:10] + inconsistent[:10]
+
+        # Money.
+        start_total = sum(self.env.initial.values(), Decimal(0))
+        balance_total = sum((balances[c] for c in self.env.initial if c in balances), Decimal(0))
+        active_total = sum(active_by_customer.values(), Decimal(0))
+        fulfilled_total = sum((r["total_price"] for r in orders.values() if r["status"] == "fulfilled"), Decimal(0))
+        if balance_total + active_total != start_total:
+            problems.append(f"money not conserved: {balance_total} + {active_total} != {start_total}")
+        if balance_total != start_total - fulfilled_total:
+            problems.append(f"balances {balance_total} != start {start_total} - fulfilled orders {fulfilled_total}")
+        if balances and min(balances.values()) < 0:
+            problems.append(f"a balance is below zero: {min(balances.values())}")
+
+        # The broker and the outboxes.
+        depths = await self.env.queue_depths()
+        figures.dead_lettered = sum(d for n, d in depths.items() if n.endswith(".dead-letter"))
+        for name, depth in depths.items():
+            wanted = self.expected_dead_letters.get(name, 0) if name.endswith(".dead-letter") else 0
+            if depth != wanted:
+                problems.append(f"queue {name} holds {depth} messages, expected {wanted}")
+        figures.unsent_outbox = unsent
+        if old_unsent:
+            problems.append(f"{old_unsent} outbox rows unsent for more than {CONVERGENCE_BOUND_S}s")
+        if unsent:
+            problems.append(f"{unsent} outbox rows still unsent at the end")
+        figures.problems = problems
+        return figures

@@ -1,0 +1,82 @@
+"""The checks of the chaos tier must be able to fail: a broken outcome written by hand is reported."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from decimal import Decimal
+
+import aio_pika
+
+from saga_common.topology import Topology
+from tests.chaos.harness import RETRY_DELAYS_MS, ChaosEnvironment
+from tests.support.load import LoadStats, Placed
+
+
+async def test_the_checks_report_a_lost_order_a_double_charge_and_leftovers(chaos: ChaosEnvironment) -> None:
+    async with chaos.broker() as connection:
+        channel = await connection.channel(publisher_confirms=True)
+        await Topology("saga.events", "quorum", 20, tuple(RETRY_DELAYS_MS)).declare(channel)
+        await channel.default_exchange.publish(
+            aio_pika.Message(b'{"type": "order.created"}', message_id=str(uuid.uuid4())),
+            routing_key="customer-service.dead-letter",
+        )
+    rich, other = chaos.rich[0], chaos.rich[1]
+    orders = await chaos.order_db()
+    try:
+        fulfilled, pending, cancelled = [
+            await orders.fetchval(
+                "INSERT INTO orders (customer_id, product_id, quantity, total_price, status) "
+                "VALUES ($1, 1, 1, $2, $3) RETURNING id",
+                customer,
+                price,
+                status,
+            )
+            for customer, price, status in (
+                (rich, Decimal(10), "fulfilled"),
+                (rich, Decimal(5), "pending"),
+                (other, Decimal(7), "cancelled"),
+            )
+        ]
+        await orders.execute(
+            "INSERT INTO outbox (id, routing_key, order_id, payload, created_at) "
+            "VALUES ($1, 'order.created', $2, '{}', now() - interval '2 hours')",
+            uuid.uuid4(),
+            pending,
+        )
+    finally:
+        await orders.close()
+    customers = await chaos.customer_db()
+    try:
+        # Order `fulfilled` charged twice; order `cancelled` never released.
+        await customers.execute(
+            "INSERT INTO reservations (order_id, customer_id, amount, status) VALUES ($1, $2, 10, 'active')",
+            fulfilled,
+            rich,
+        )
+        await customers.execute("UPDATE customers SET balance = balance - 20 WHERE id = $1", rich)
+        await customers.execute(
+            "INSERT INTO reservations (order_id, customer_id, amount, status) VALUES ($1, $2, 7, 'active')",
+            cancelled,
+            other,
+        )
+        await customers.execute("UPDATE customers SET balance = balance - 7 WHERE id = $1", other)
+    finally:
+        await customers.close()
+
+    stats = LoadStats(attempted=3)
+    for order_id, customer, price in ((fulfilled, rich, 10), (pending, rich, 5), (cancelled, other, 7)):
+        stats.accepted[order_id] = Placed(order_id, customer, Decimal(price), time.time())
+    run = chaos.scenario("self-test of the checks")
+    figures = await run._count(stats, converge=None)
+
+    text = "\n".join(figures.problems)
+    assert figures.lost == 1 and figures.terminal == 2
+    assert figures.duplicated >= 2, text  # the double charge, and the charge of a cancelled order
+    assert f"order {pending}" in text or "not terminal" in text
+    assert f"customer {rich}: balance moved by 20" in text
+    assert f"order {cancelled} is cancelled and its credit was never released" in text
+    assert "money" in text or "balances" in text
+    assert "customer-service.dead-letter holds 1" in text
+    assert "unsent for more than" in text
+    assert "still in progress" in text  # no convergence measured
