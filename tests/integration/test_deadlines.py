@@ -23,7 +23,7 @@ async def place_order(runtime, customer_id: int, price: str, deadline_s: float) 
     body = OrderCreate(customer_id=customer_id, product_id=1, quantity=1, total_price=Decimal(price))
     async with runtime.uow.begin() as tx:
         row = await orders.insert_order(
-            tx.conn, body, idempotency_key=None, fingerprint=hashlib.sha256(b"x").hexdigest(), trace_parent=None
+            tx.db, body, idempotency_key=None, fingerprint=hashlib.sha256(b"x").hexdigest(), trace_parent=None
         )
         tx.emit(
             OrderCreated(
@@ -37,8 +37,8 @@ async def place_order(runtime, customer_id: int, price: str, deadline_s: float) 
 
 
 async def order_row(runtime, order_id: int):
-    async with runtime.engine.connect() as conn:
-        return await orders.get(conn, order_id)
+    async with runtime.uow.read() as db:
+        return await orders.get(db, order_id)
 
 
 async def balance_of(saga_env, customer_id: int) -> Decimal:

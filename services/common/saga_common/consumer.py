@@ -181,7 +181,7 @@ class Consumer:
     async def _handle(self, handler: Handler, event: Event) -> bool:
         """Run the handler and record the message id in one transaction; True when it was a duplicate."""
         async with self._uow.begin() as tx:
-            if not await inbox.record(tx.conn, event):
+            if not await inbox.record(tx.db, event):
                 return True
             await handler(tx, event)
         return False

@@ -6,9 +6,9 @@ and changes nothing. The rows also give the saga timeline its "received" steps.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, DateTime, Index, MetaData, Table, Text, func, text
+import asyncpg
+from sqlalchemy import BigInteger, Column, DateTime, Index, MetaData, Table, Text, func
 from sqlalchemy.dialects.postgresql import UUID
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from saga_common.messages import Event
 
@@ -27,22 +27,13 @@ def inbox_table(metadata: MetaData) -> Table:
     )
 
 
-_RECORD = text(
-    "INSERT INTO inbox (message_id, message_type, order_id, occurred_at) "
-    "VALUES (:message_id, :message_type, :order_id, :occurred_at) "
-    "ON CONFLICT (message_id) DO NOTHING RETURNING message_id"
+_RECORD = (
+    "INSERT INTO inbox (message_id, message_type, order_id, occurred_at) VALUES ($1, $2, $3, $4) "
+    "ON CONFLICT (message_id) DO NOTHING RETURNING true"
 )
 
 
-async def record(conn: AsyncConnection, event: Event) -> bool:
+async def record(db: asyncpg.Connection, event: Event) -> bool:
     """Record the message as consumed; False when it already was (a duplicate delivery)."""
-    result = await conn.execute(
-        _RECORD,
-        {
-            "message_id": event.message_id,
-            "message_type": event.type,
-            "order_id": event.order_id,
-            "occurred_at": event.occurred_at,
-        },
-    )
-    return result.first() is not None
+    recorded = await db.fetchval(_RECORD, event.message_id, event.type, event.order_id, event.occurred_at)
+    return recorded is not None

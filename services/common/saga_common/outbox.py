@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
+import asyncpg
 import orjson
 from opentelemetry import context as otel_context
 from opentelemetry.trace import Link
@@ -27,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from saga_common import metrics, tracing
 from saga_common.broker import Broker, BrokerUnavailable, Session
+from saga_common.db import transaction
 from saga_common.messages import Event
 
 log = logging.getLogger(__name__)
@@ -68,10 +70,7 @@ DROP_NOTIFY_TRIGGER_DDL = (
     "DROP FUNCTION IF EXISTS outbox_notify()",
 )
 
-_INSERT = text(
-    "INSERT INTO outbox (id, routing_key, order_id, payload, headers) "
-    "VALUES (:id, :routing_key, :order_id, CAST(:payload AS jsonb), CAST(:headers AS jsonb))"
-)
+_INSERT = "INSERT INTO outbox (id, routing_key, order_id, payload, headers) VALUES ($1, $2, $3, $4::jsonb, $5::jsonb)"
 
 
 class PendingEvent:
@@ -85,7 +84,7 @@ class PendingEvent:
         self.links = links
 
 
-async def write_events(conn: AsyncConnection, pending: Sequence[PendingEvent], *, exchange: str) -> None:
+async def write_events(db: asyncpg.Connection, pending: Sequence[PendingEvent], *, exchange: str) -> None:
     if not pending:
         return
     spans = []
@@ -105,26 +104,29 @@ async def write_events(conn: AsyncConnection, pending: Sequence[PendingEvent], *
             tracing.inject_into(span, headers)
             spans.append(span)
         rows.append(
-            {
-                "id": event.message_id,
-                "routing_key": event.routing_key,
-                "order_id": event.order_id,
-                "payload": event.to_json().decode(),
-                "headers": orjson.dumps(headers).decode(),
-            }
+            (
+                event.message_id,
+                event.routing_key,
+                event.order_id,
+                event.to_json().decode(),
+                orjson.dumps(headers).decode(),
+            )
         )
     try:
-        await conn.execute(_INSERT, rows)
+        if len(rows) == 1:
+            await db.execute(_INSERT, *rows[0])
+        else:
+            await db.executemany(_INSERT, rows)
     finally:
         for span in spans:
             span.end()
 
 
-_SELECT_BATCH = text(
+_SELECT_BATCH = (
     "SELECT id, routing_key, order_id, payload::text AS body, headers::text AS headers, created_at "
-    "FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT :limit FOR UPDATE SKIP LOCKED"
+    "FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED"
 )
-_MARK_SENT = text("UPDATE outbox SET published_at = now() WHERE id = ANY(CAST(:ids AS uuid[]))")
+_MARK_SENT = "UPDATE outbox SET published_at = now() WHERE id = ANY($1::uuid[])"
 _BACKLOG = text(
     "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0) FROM outbox WHERE published_at IS NULL"
 )
@@ -177,15 +179,15 @@ class OutboxRelay:
             return await self._publish_batch()
 
     async def _publish_batch(self) -> int:
-        async with self._engine.begin() as conn:
-            rows = (await conn.execute(_SELECT_BATCH, {"limit": self._batch_size})).all()
+        async with transaction(self._engine) as db:
+            rows = await db.fetch(_SELECT_BATCH, self._batch_size)
             if not rows:
                 return 0
             session = self._broker.session
             results = await asyncio.gather(*(self._publish(session, row) for row in rows), return_exceptions=True)
-            sent_ids = [row.id for row, result in zip(rows, results, strict=True) if result is None]
+            sent_ids = [row["id"] for row, result in zip(rows, results, strict=True) if result is None]
             if sent_ids:
-                await conn.execute(_MARK_SENT, {"ids": sent_ids})
+                await db.execute(_MARK_SENT, sent_ids)
         failures = [result for result in results if result is not None]
         self.published += len(sent_ids)
         if any(isinstance(failure, aio_pika.exceptions.DeliveryError) for failure in failures):
@@ -194,40 +196,41 @@ class OutboxRelay:
             raise RuntimeError(f"{len(failures)} of {len(rows)} publishes failed, first: {failures[0]!r}")
         return len(sent_ids)
 
-    async def _publish(self, session: Session, row: Any) -> None:
-        headers: dict[str, Any] = orjson.loads(row.headers)
+    async def _publish(self, session: Session, row: asyncpg.Record) -> None:
+        headers: dict[str, Any] = orjson.loads(row["headers"])
+        routing_key, message_id, order_id = row["routing_key"], str(row["id"]), row["order_id"]
         span = None
         if tracing.tracing_enabled():
             span = tracing.start_publish_span(
                 exchange=session.exchange.name,
-                routing_key=row.routing_key,
-                message_id=str(row.id),
-                order_id=row.order_id,
+                routing_key=routing_key,
+                message_id=message_id,
+                order_id=order_id,
                 stored_headers=headers,
             )
             tracing.inject_into(span, headers)
         message = aio_pika.Message(
-            row.body.encode(),
-            message_id=str(row.id),
-            type=row.routing_key,
-            correlation_id=str(row.order_id),
+            row["body"].encode(),
+            message_id=message_id,
+            type=routing_key,
+            correlation_id=str(order_id),
             content_type="application/json",
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             headers=headers,
-            timestamp=row.created_at,
+            timestamp=row["created_at"],
         )
         try:
-            await session.exchange.publish(message, routing_key=row.routing_key, mandatory=True, timeout=10)
+            await session.exchange.publish(message, routing_key=routing_key, mandatory=True, timeout=10)
         except Exception as exc:
-            metrics.MESSAGES_PUBLISHED.labels(row.routing_key, "error").inc()
+            metrics.MESSAGES_PUBLISHED.labels(routing_key, "error").inc()
             if span is not None:
                 tracing.mark_error(span, exc)
             raise
         finally:
             if span is not None:
                 span.end()
-        metrics.MESSAGES_PUBLISHED.labels(row.routing_key, "ok").inc()
-        metrics.OUTBOX_PUBLISH_LAG.observe(max(0.0, (datetime.now(UTC) - row.created_at).total_seconds()))
+        metrics.MESSAGES_PUBLISHED.labels(routing_key, "ok").inc()
+        metrics.OUTBOX_PUBLISH_LAG.observe(max(0.0, (datetime.now(UTC) - row["created_at"]).total_seconds()))
 
     async def stop(self) -> None:
         self._stopping = True

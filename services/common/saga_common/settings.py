@@ -40,8 +40,13 @@ class ServiceSettings(BaseSettings):
     http_host: str = "0.0.0.0"
     http_port: int = Field(8000, ge=1, le=65535)
 
-    db_pool_size: int = Field(8, ge=1, description="Connections kept per process; PostgreSQL saturates at 4-8.")
-    db_max_overflow: int = Field(4, ge=0)
+    db_pool_size: int = Field(10, ge=1, description="Connections kept per process; PostgreSQL saturates at 4-8.")
+    db_max_overflow: int = Field(
+        0,
+        ge=0,
+        description="Extra connections under load; each is closed again when returned, so a steady load above the "
+        "pool churns connections (a backend fork each): better to wait for one.",
+    )
     db_statement_timeout_ms: int = Field(5000, ge=0)
 
     exchange: str = "saga.events"

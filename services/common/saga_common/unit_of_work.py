@@ -1,10 +1,11 @@
 """The one place that commits: a transaction that also writes the events it emitted to the outbox.
 
     async with uow.begin() as tx:
-        await tx.conn.execute(...)          # the state change
+        await tx.db.execute(...)            # the state change, on the transaction's asyncpg connection
         tx.emit(OrderCreated(...))          # written to the outbox in the same transaction
 
-Leaving the block normally commits; an exception rolls everything back, events included.
+Leaving the block normally commits; an exception rolls everything back, events included. Statements run on
+the asyncpg connection under SQLAlchemy's pool (see `db.driver_connection`, `db.transaction`).
 """
 
 from __future__ import annotations
@@ -12,17 +13,19 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
+import asyncpg
 from opentelemetry import context as otel_context
 from opentelemetry.trace import Link
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from saga_common.db import driver_connection, transaction
 from saga_common.messages import Event
 from saga_common.outbox import PendingEvent, write_events
 
 
 class Transaction:
-    def __init__(self, conn: AsyncConnection) -> None:
-        self.conn = conn
+    def __init__(self, db: asyncpg.Connection) -> None:
+        self.db = db
         self._pending: list[PendingEvent] = []
         self._after_commit: list[Callable[[], object]] = []
 
@@ -40,7 +43,7 @@ class Transaction:
         return [item.event for item in self._pending]
 
     async def _flush(self, exchange: str) -> None:
-        await write_events(self.conn, self._pending, exchange=exchange)
+        await write_events(self.db, self._pending, exchange=exchange)
 
 
 class UnitOfWork:
@@ -50,9 +53,15 @@ class UnitOfWork:
 
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[Transaction]:
-        async with self.engine.begin() as conn:
-            tx = Transaction(conn)
+        async with transaction(self.engine) as db:
+            tx = Transaction(db)
             yield tx
             await tx._flush(self.exchange)
         for callback in tx._after_commit:
             callback()
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled asyncpg connection for reads, outside any transaction."""
+        async with self.engine.connect() as conn:
+            yield await driver_connection(conn)

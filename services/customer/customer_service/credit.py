@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
+import asyncpg
 
 from customer_service.models import ReservationStatus
 
@@ -29,58 +28,48 @@ class Decision:
     reason: str | None = None
 
 
-_DEBIT = text(
-    """
-    UPDATE customers SET balance = balance - :amount, updated_at = now()
-    WHERE id = :customer_id AND balance >= :amount
-      AND NOT EXISTS (SELECT 1 FROM reservations WHERE order_id = :order_id)
+_DEBIT = """
+    UPDATE customers SET balance = balance - $3, updated_at = now()
+    WHERE id = $2 AND balance >= $3
+      AND NOT EXISTS (SELECT 1 FROM reservations WHERE order_id = $1)
     RETURNING id
-    """
-)
-_RECORD = text(
-    """
-    INSERT INTO reservations (order_id, customer_id, amount, status, reason)
-    VALUES (:order_id, :customer_id, :amount, :status, :reason)
+"""
+_RECORD = """
+    INSERT INTO reservations (order_id, customer_id, amount, status, reason) VALUES ($1, $2, $3, $4, $5)
     ON CONFLICT (order_id) DO NOTHING
     RETURNING id
-    """
-)
-_CUSTOMER_EXISTS = text("SELECT EXISTS (SELECT 1 FROM customers WHERE id = :customer_id)")
-_RELEASE = text(
-    """
+"""
+_CUSTOMER_EXISTS = "SELECT EXISTS (SELECT 1 FROM customers WHERE id = $1)"
+_RELEASE = """
     UPDATE reservations SET status = 'released', released_at = now()
-    WHERE order_id = :order_id AND status = 'active'
+    WHERE order_id = $1 AND status = 'active'
     RETURNING customer_id, amount
-    """
-)
-_CREDIT_BACK = text("UPDATE customers SET balance = balance + :amount, updated_at = now() WHERE id = :customer_id")
-_FIND = text("SELECT customer_id, amount, status FROM reservations WHERE order_id = :order_id")
+"""
+_CREDIT_BACK = "UPDATE customers SET balance = balance + $2, updated_at = now() WHERE id = $1"
+_FIND = "SELECT customer_id, amount, status FROM reservations WHERE order_id = $1"
 
 
 async def reserve(
-    conn: AsyncConnection, *, order_id: int, customer_id: int, amount: Decimal, deadline: datetime | None
+    db: asyncpg.Connection, *, order_id: int, customer_id: int, amount: Decimal, deadline: datetime | None
 ) -> Decision | None:
     """Take `amount` from the balance for this order, or record why not. None: the order was decided before."""
-    params = {"order_id": order_id, "customer_id": customer_id, "amount": amount}
     if deadline is not None and datetime.now(UTC) > deadline:
         # The order service has stopped waiting; a reservation now would only have to be released again.
-        return await _record_rejection(conn, params, "timeout")
-    debited = (await conn.execute(_DEBIT, params)).first() is not None
-    if not debited:
-        exists = (await conn.execute(_CUSTOMER_EXISTS, params)).scalar_one()
-        return await _record_rejection(conn, params, "insufficient_balance" if exists else "unknown_customer")
-    recorded = (
-        await conn.execute(_RECORD, params | {"status": ReservationStatus.ACTIVE.value, "reason": None})
-    ).first()
-    if recorded is None:
+        return await _record_rejection(db, order_id, customer_id, amount, "timeout")
+    if await db.fetchval(_DEBIT, order_id, customer_id, amount) is None:
+        exists = await db.fetchval(_CUSTOMER_EXISTS, customer_id)
+        reason = "insufficient_balance" if exists else "unknown_customer"
+        return await _record_rejection(db, order_id, customer_id, amount, reason)
+    reservation_id = await db.fetchval(_RECORD, order_id, customer_id, amount, ReservationStatus.ACTIVE.value, None)
+    if reservation_id is None:
         raise DecisionRace(f"order {order_id} was decided by a concurrent delivery")
-    return Decision(reserved=True, reservation_id=recorded.id)
+    return Decision(reserved=True, reservation_id=reservation_id)
 
 
-async def _record_rejection(conn: AsyncConnection, params: dict[str, object], reason: str) -> Decision | None:
-    recorded = (
-        await conn.execute(_RECORD, params | {"status": ReservationStatus.REJECTED.value, "reason": reason})
-    ).first()
+async def _record_rejection(
+    db: asyncpg.Connection, order_id: int, customer_id: int, amount: Decimal, reason: str
+) -> Decision | None:
+    recorded = await db.fetchval(_RECORD, order_id, customer_id, amount, ReservationStatus.REJECTED.value, reason)
     return None if recorded is None else Decision(reserved=False, reason=reason)
 
 
@@ -90,19 +79,17 @@ class Release:
     amount: Decimal
 
 
-async def release(conn: AsyncConnection, *, order_id: int, customer_id: int) -> Release:
+async def release(db: asyncpg.Connection, *, order_id: int, customer_id: int) -> Release:
     """Give back the credit held for this order. Idempotent: releasing twice, or an order that never held
     credit, returns what was released (possibly 0) without moving money again."""
-    released = (await conn.execute(_RELEASE, {"order_id": order_id})).first()
+    released = await db.fetchrow(_RELEASE, order_id)
     if released is not None:
-        await conn.execute(_CREDIT_BACK, {"amount": released.amount, "customer_id": released.customer_id})
-        return Release(released.customer_id, released.amount)
-    existing = (await conn.execute(_FIND, {"order_id": order_id})).first()
+        await db.execute(_CREDIT_BACK, released["customer_id"], released["amount"])
+        return Release(released["customer_id"], released["amount"])
+    existing = await db.fetchrow(_FIND, order_id)
     if existing is None:
         # Cancelled before any reservation: record it, so a late order.created cannot reserve credit anymore.
-        await _record_rejection(
-            conn, {"order_id": order_id, "customer_id": customer_id, "amount": Decimal(0)}, "cancelled"
-        )
+        await _record_rejection(db, order_id, customer_id, Decimal(0), "cancelled")
         return Release(customer_id, Decimal(0))
-    amount = existing.amount if existing.status == ReservationStatus.RELEASED.value else Decimal(0)
-    return Release(existing.customer_id, amount)
+    amount = existing["amount"] if existing["status"] == ReservationStatus.RELEASED.value else Decimal(0)
+    return Release(existing["customer_id"], amount)

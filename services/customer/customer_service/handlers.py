@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 async def on_order_created(tx: Transaction, event: OrderCreated) -> None:
     decision = await credit.reserve(
-        tx.conn, order_id=event.order_id, customer_id=event.customer_id, amount=event.amount, deadline=event.deadline
+        tx.db, order_id=event.order_id, customer_id=event.customer_id, amount=event.amount, deadline=event.deadline
     )
     if decision is None:
         log.info("order %s was already decided; this order.created changes nothing", event.order_id)
@@ -38,7 +38,7 @@ async def on_order_created(tx: Transaction, event: OrderCreated) -> None:
 
 
 async def on_order_cancelled(tx: Transaction, event: OrderCancelled) -> None:
-    released = await credit.release(tx.conn, order_id=event.order_id, customer_id=event.customer_id)
+    released = await credit.release(tx.db, order_id=event.order_id, customer_id=event.customer_id)
     tracing.annotate(outcome="released")
     log.info("released %s for order %s (%s)", released.amount, event.order_id, event.reason)
     tx.emit(CreditReleased(order_id=event.order_id, customer_id=released.customer_id, amount=released.amount))

@@ -7,17 +7,18 @@ import contextlib
 import hashlib
 import logging
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Response, status
-from sqlalchemy import Row
 
 from order_service import orders, saga
 from order_service.models import TERMINAL_STATUSES, OrderStatus
+from order_service.orders import OrderRow
 from order_service.schemas import OrderCreate, OrderOut
 from order_service.timeline import SagaTimeline, timeline_of
 from order_service.waiters import MAX_WAIT_S, OutcomeWaiters
 from saga_common import metrics, tracing
+from saga_common.db import driver_connection
 from saga_common.logs import current_order_id
 from saga_common.messages import OrderCancelled, OrderCreated
 from saga_common.unit_of_work import UnitOfWork
@@ -58,7 +59,7 @@ async def create_order(
     deadline_s: float = request.app.state.settings.deadline_s
     async with uow.begin() as tx:
         row = await orders.insert_order(
-            tx.conn,
+            tx.db,
             body,
             idempotency_key=idempotency_key,
             fingerprint=fingerprint,
@@ -66,7 +67,7 @@ async def create_order(
         )
         if row is None:
             assert idempotency_key is not None
-            row = await orders.get_by_idempotency_key(tx.conn, idempotency_key)
+            row = await orders.get_by_idempotency_key(tx.db, idempotency_key)
             if row is None or row.request_fingerprint != fingerprint:
                 raise HTTPException(
                     status.HTTP_409_CONFLICT,
@@ -125,9 +126,9 @@ async def get_order(
     return orders.to_resource(row)
 
 
-async def _read(uow: UnitOfWork, order_id: int) -> Row[Any]:
-    async with uow.engine.connect() as conn:
-        row = await orders.get(conn, order_id)
+async def _read(uow: UnitOfWork, order_id: int) -> OrderRow:
+    async with uow.read() as db:
+        row = await orders.get(db, order_id)
     if row is None:
         raise _not_found(order_id)
     return row
@@ -141,7 +142,7 @@ async def _read(uow: UnitOfWork, order_id: int) -> Row[Any]:
 )
 async def get_saga(order_id: OrderId, uow: UowDep) -> SagaTimeline:
     async with uow.engine.connect() as conn:
-        row = await orders.get(conn, order_id)
+        row = await orders.get(await driver_connection(conn), order_id)
         if row is None:
             raise _not_found(order_id)
         return await timeline_of(conn, row)
@@ -171,7 +172,7 @@ async def list_orders(
 )
 async def cancel_order(order_id: OrderId, uow: UowDep) -> OrderOut:
     async with uow.begin() as tx:
-        row = await orders.get(tx.conn, order_id, for_update=True)
+        row = await orders.get(tx.db, order_id, for_update=True)
         if row is None:
             raise _not_found(order_id)
         try:
@@ -181,7 +182,7 @@ async def cancel_order(order_id: OrderId, uow: UowDep) -> OrderOut:
         assert decision.new_status is not None
         current_order_id.set(order_id)
         tracing.annotate(order_id=order_id, step="order.cancelled")
-        updated = await orders.set_status(tx.conn, order_id, decision.new_status)
+        updated = await orders.set_status(tx.db, order_id, decision.new_status)
         log.info("order %s cancelling: releasing its credit", order_id)
         # The compensation belongs to the saga's trace; the cancel request that started it is linked.
         tx.emit(

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
-
-from sqlalchemy import Row
 
 from order_service import orders, saga
 from order_service.models import TERMINAL_STATUSES, OrderStatus
+from order_service.orders import OrderRow
 from saga_common import metrics, tracing
 from saga_common.consumer import Handler
 from saga_common.messages import CreditReleased, OrderCancelled, OrderFulfilled, OrderRejected, PoisonMessage
@@ -17,16 +15,16 @@ from saga_common.unit_of_work import Transaction
 log = logging.getLogger(__name__)
 
 
-async def _lock(tx: Transaction, order_id: int) -> Row[Any]:
-    row = await orders.get(tx.conn, order_id, for_update=True)
+async def _lock(tx: Transaction, order_id: int) -> OrderRow:
+    row = await orders.get(tx.db, order_id, for_update=True)
     if row is None:
         raise PoisonMessage(f"order {order_id} does not exist in this order service", "unknown_order")
     return row
 
 
-async def _apply(tx: Transaction, row: Row[Any], decision: saga.Decision, step: str) -> None:
+async def _apply(tx: Transaction, row: OrderRow, decision: saga.Decision, step: str) -> None:
     if decision.new_status is not None:
-        updated = await orders.set_status(tx.conn, row.id, decision.new_status, reason=decision.reason)
+        updated = await orders.set_status(tx.db, row.id, decision.new_status, reason=decision.reason)
         outcome = decision.new_status.value
         tracing.annotate(outcome=outcome)
         log.info("order %s %s%s", row.id, outcome, f" ({decision.reason})" if decision.reason else "")

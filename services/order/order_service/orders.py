@@ -1,34 +1,65 @@
-"""Reads and writes of the orders table; every write runs inside a caller's unit of work."""
+"""Reads and writes of the orders table; every write runs inside a caller's unit of work.
+
+The saga's hot statements (create, lock, change state, read one) run on the transaction's asyncpg connection
+(`db`); the list, with its optional filters, is a SQLAlchemy expression.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
 
-from sqlalchemy import Row, func, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+import asyncpg
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from order_service.models import TERMINAL_STATUSES, OrderStatus, orders
 from order_service.schemas import OrderCreate, OrderOut
 from saga_common.tracing import trace_id_of
 
-_COLUMNS = (
-    orders.c.id,
-    orders.c.customer_id,
-    orders.c.product_id,
-    orders.c.quantity,
-    orders.c.total_price,
-    orders.c.status,
-    orders.c.rejection_reason,
-    orders.c.created_at,
-    orders.c.updated_at,
-    orders.c.completed_at,
-    orders.c.trace_parent,
-    orders.c.request_fingerprint,
-)
+
+@dataclass(frozen=True, slots=True)
+class OrderRow:
+    id: int
+    customer_id: int
+    product_id: int
+    quantity: int
+    total_price: Decimal
+    status: str
+    rejection_reason: str | None
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None
+    trace_parent: str | None
+    request_fingerprint: str | None
 
 
-def to_resource(row: Row[Any]) -> OrderOut:
+_COLUMNS = ", ".join(OrderRow.__dataclass_fields__)
+_INSERT = f"""
+    INSERT INTO orders (customer_id, product_id, quantity, total_price, status, idempotency_key,
+                        request_fingerprint, trace_parent)
+    VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7)
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING {_COLUMNS}
+"""
+_BY_KEY = f"SELECT {_COLUMNS} FROM orders WHERE idempotency_key = $1"
+_BY_ID = f"SELECT {_COLUMNS} FROM orders WHERE id = $1"
+_BY_ID_FOR_UPDATE = f"SELECT {_COLUMNS} FROM orders WHERE id = $1 FOR UPDATE"
+# completed_at marks the last terminal transition; a cancelling order keeps the one of its fulfilment.
+_SET_STATUS = f"""
+    UPDATE orders SET status = $2, rejection_reason = coalesce($3, rejection_reason), updated_at = now(),
+                      completed_at = CASE WHEN $4 THEN now() ELSE completed_at END
+    WHERE id = $1
+    RETURNING {_COLUMNS}
+"""
+
+
+def _row(record: asyncpg.Record | None) -> OrderRow | None:
+    return None if record is None else OrderRow(*record)
+
+
+def to_resource(row: OrderRow) -> OrderOut:
     return OrderOut(
         id=row.id,
         customer_id=row.customer_id,
@@ -45,68 +76,57 @@ def to_resource(row: Row[Any]) -> OrderOut:
 
 
 async def insert_order(
-    conn: AsyncConnection,
+    db: asyncpg.Connection,
     body: OrderCreate,
     *,
     idempotency_key: str | None,
     fingerprint: str,
     trace_parent: str | None,
-) -> Row[Any] | None:
+) -> OrderRow | None:
     """Insert a pending order; None when the idempotency key is already taken."""
-    values = {
-        "customer_id": body.customer_id,
-        "product_id": body.product_id,
-        "quantity": body.quantity,
-        "total_price": body.total_price,
-        "status": OrderStatus.PENDING.value,
-        "idempotency_key": idempotency_key,
-        "request_fingerprint": fingerprint,
-        "trace_parent": trace_parent,
-    }
-    if idempotency_key is None:
-        return (await conn.execute(insert(orders).values(values).returning(*_COLUMNS))).one()
-    statement = (
-        pg_insert(orders).values(values).on_conflict_do_nothing(index_elements=["idempotency_key"]).returning(*_COLUMNS)
+    record = await db.fetchrow(
+        _INSERT,
+        body.customer_id,
+        body.product_id,
+        body.quantity,
+        body.total_price,
+        idempotency_key,
+        fingerprint,
+        trace_parent,
     )
-    return (await conn.execute(statement)).first()
+    return _row(record)
 
 
-async def get_by_idempotency_key(conn: AsyncConnection, key: str) -> Row[Any] | None:
-    return (await conn.execute(select(*_COLUMNS).where(orders.c.idempotency_key == key))).first()
+async def get_by_idempotency_key(db: asyncpg.Connection, key: str) -> OrderRow | None:
+    return _row(await db.fetchrow(_BY_KEY, key))
 
 
-async def get(conn: AsyncConnection, order_id: int, *, for_update: bool = False) -> Row[Any] | None:
-    statement = select(*_COLUMNS).where(orders.c.id == order_id)
-    if for_update:
-        statement = statement.with_for_update()
-    return (await conn.execute(statement)).first()
+async def get(db: asyncpg.Connection, order_id: int, *, for_update: bool = False) -> OrderRow | None:
+    return _row(await db.fetchrow(_BY_ID_FOR_UPDATE if for_update else _BY_ID, order_id))
+
+
+async def set_status(
+    db: asyncpg.Connection, order_id: int, status: OrderStatus, *, reason: str | None = None
+) -> OrderRow:
+    record = await db.fetchrow(_SET_STATUS, order_id, status.value, reason, status in TERMINAL_STATUSES)
+    assert record is not None, f"order {order_id} vanished inside its own transaction"
+    return OrderRow(*record)
 
 
 async def list_orders(
     conn: AsyncConnection, *, customer_id: int | None, status: OrderStatus | None, limit: int, before_id: int | None
-) -> list[Row[Any]]:
-    statement = select(*_COLUMNS).order_by(orders.c.id.desc()).limit(limit)
+) -> list[OrderRow]:
+    columns = [orders.c[name] for name in OrderRow.__dataclass_fields__]
+    statement = select(*columns).order_by(orders.c.id.desc()).limit(limit)
     if customer_id is not None:
         statement = statement.where(orders.c.customer_id == customer_id)
     if status is not None:
         statement = statement.where(orders.c.status == status.value)
     if before_id is not None:
         statement = statement.where(orders.c.id < before_id)
-    return list((await conn.execute(statement)).all())
+    return [OrderRow(*row) for row in (await conn.execute(statement)).all()]
 
 
-async def set_status(
-    conn: AsyncConnection, order_id: int, status: OrderStatus, *, reason: str | None = None
-) -> Row[Any]:
-    values: dict[str, Any] = {"status": status.value, "updated_at": func.now()}
-    if reason is not None:
-        values["rejection_reason"] = reason
-    if status in TERMINAL_STATUSES:
-        values["completed_at"] = func.now()
-    statement = update(orders).where(orders.c.id == order_id).values(values).returning(*_COLUMNS)
-    return (await conn.execute(statement)).one()
-
-
-def duration_seconds(row: Row[Any]) -> float:
+def duration_seconds(row: OrderRow) -> float:
     end = row.completed_at or row.updated_at
     return max(0.0, (end - row.created_at).total_seconds())

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from order_service.orders import OrderRow
 from order_service.saga import DEADLINE_REASON
 from saga_common.topology import CUSTOMER_SERVICE, ORDER_SERVICE
 from saga_common.tracing import trace_id_of
@@ -53,7 +54,7 @@ class SagaTimeline(BaseModel):
     steps: list[SagaStep]
 
 
-async def timeline_of(conn: AsyncConnection, order: Row[Any]) -> SagaTimeline:
+async def timeline_of(conn: AsyncConnection, order: OrderRow) -> SagaTimeline:
     steps = [
         SagaStep(
             step="created",
