@@ -57,7 +57,7 @@ test-perf: $(INSTALLED) ## the benchmark's smoke run (a few seconds; figures com
 	$(PYTEST) tests/perf -m perf
 
 bench: $(INSTALLED) ## the benchmark: every scenario, the machine's limit, a 5-minute soak (about 12 minutes)
-	$(BIN)/saga-bench --scenarios closed-1x,open-100,open-300,closed-2x,hotspot,tracing,cluster,soak
+	$(BIN)/saga-bench --scenarios closed-1x,open-100,open-300,closed-2x,hotspot,tracing,tracing-10%,cluster,soak
 
 lint: $(INSTALLED) ## ruff
 	$(BIN)/ruff check services tests

@@ -11,6 +11,7 @@ import pytest
 from saga_common.messages import OrderCreated
 from saga_common.settings import to_libpq_url
 from saga_common.topology import ORDER_SERVICE
+from saga_common.unit_of_work import UnitOfWork
 from tests.support.broker import broker_tool
 
 
@@ -32,17 +33,19 @@ async def unsent_and_sent(database_url: str) -> tuple[int, int]:
 
 async def test_committed_events_are_published_and_rolled_back_ones_never(saga_env, runtimes):
     async with broker_tool(saga_env.broker_url) as broker, broker.capture("order.*") as capture:
-        # A poll interval far longer than the test: only the NOTIFY wake-up can publish in time.
+        # A poll interval far longer than the test, and rows written by another unit of work (as another
+        # process would): only PostgreSQL's NOTIFY can wake the relay in time.
         async with runtimes(ORDER_SERVICE, consume=False, outbox_poll_interval_s=60) as runtime:
+            writer = UnitOfWork(runtime.engine, exchange="saga.events")
             committed = [order_created(n) for n in range(1, 6)]
             rolled_back = [order_created(n) for n in range(100, 103)]
             await asyncio.sleep(0.3)  # the LISTEN connection is up
             started = time.monotonic()
-            async with runtime.uow.begin() as tx:
+            async with writer.begin() as tx:
                 for event in committed:
                     tx.emit(event)
             with pytest.raises(RuntimeError, match="business rule failed"):
-                async with runtime.uow.begin() as tx:
+                async with writer.begin() as tx:
                     for event in rolled_back:
                         tx.emit(event)
                     raise RuntimeError("business rule failed")

@@ -112,6 +112,7 @@ class ServiceRuntime:
             self.broker.on_connected(self.consumer.attach)
         self.listener = PgListener(settings.database_url)
         if self.relay is not None:
+            self.uow.on_events_committed = self.relay.wake
             self.listener.subscribe(NOTIFY_CHANNEL, lambda _payload: self.relay.wake())  # type: ignore[union-attr]
             # Rows written while nobody listened (start-up, a PostgreSQL restart) are picked up at once.
             self.listener.on_reconnect(self.relay.wake)

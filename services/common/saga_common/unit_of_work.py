@@ -50,6 +50,9 @@ class UnitOfWork:
     def __init__(self, engine: AsyncEngine, *, exchange: str) -> None:
         self.engine = engine
         self.exchange = exchange
+        # Called after a commit that wrote events: the runtime wakes its own relay at once, without waiting
+        # for PostgreSQL's NOTIFY to come back (which still wakes the relays of other processes).
+        self.on_events_committed: Callable[[], None] | None = None
 
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[Transaction]:
@@ -59,6 +62,8 @@ class UnitOfWork:
             await tx._flush(self.exchange)
         for callback in tx._after_commit:
             callback()
+        if tx._pending and self.on_events_committed is not None:
+            self.on_events_committed()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[asyncpg.Connection]:

@@ -41,6 +41,7 @@ class Scenario:
     replicas: int = 1
     hotspot: bool = False
     tracing: bool = False
+    sampler_ratio: float = 1.0
     cluster: bool = False
     soak: bool = False
 
@@ -53,9 +54,14 @@ SCENARIOS = [
         "closed-2x", "two replicas each: competing consumers, relays sharing the outbox", "closed", 64, replicas=2
     ),
     Scenario("hotspot", "every order on one customer: row contention", "closed", 64, hotspot=True),
-    Scenario("tracing", "closed-1x with tracing on, exported to a local OTLP receiver", "closed", 64, tracing=True),
+    Scenario(
+        "tracing", "closed-1x with tracing on, every saga sampled, exported over OTLP", "closed", 64, tracing=True
+    ),
+    Scenario(
+        "tracing-10%", "closed-1x with tracing on, 10% of sagas sampled", "closed", 64, tracing=True, sampler_ratio=0.1
+    ),
     Scenario("cluster", "closed-1x on a three-node RabbitMQ cluster", "closed", 64, cluster=True),
-    Scenario("soak", "5 minutes at 200 sagas/s: memory per process at start and end", "open", 200, soak=True),
+    Scenario("soak", "5 minutes at 150 sagas/s: memory per process at start and end", "open", 150, soak=True),
 ]
 
 
@@ -97,7 +103,15 @@ async def run_scenario(scenario: Scenario, duration_s: float, cluster_urls: str 
         from saga_tools.bench.otlp_sink import OtlpSink
 
         receiver = OtlpSink().start()
-        extra_env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}
+        extra_env = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            # Every span exported, none dropped: the cost measured is the whole cost.
+            "OTEL_BSP_MAX_QUEUE_SIZE": "65536",
+            "OTEL_BSP_SCHEDULE_DELAY": "1000",
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": str(scenario.sampler_ratio),
+        }
     stack = BenchStack(
         replicas=scenario.replicas, broker_urls=cluster_urls if scenario.cluster else None, extra_env=extra_env
     )
