@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
-PACKAGES := -e services/common -e services/order -e services/customer -e services/tools
+PACKAGES := -e services/common -e services/order -e services/customer -e 'services/tools[bench]'
 PYTEST := $(BIN)/pytest
 
 .PHONY: help install run test test-unit test-integration test-e2e test-observability test-chart test-chaos \
