@@ -6,21 +6,15 @@ import httpx
 import pytest
 
 from tests.support.infra import SagaEnvironment
-from tests.support.processes import ServiceProcess
+from tests.support.processes import ServiceProcess, both_services
 from tests.support.saga_client import SagaClient
 
 
 @pytest.fixture(scope="module")
 def services(saga_env_module: SagaEnvironment) -> Iterator[tuple[ServiceProcess, ServiceProcess]]:
     """Both services as real processes, for the whole module."""
-    env = saga_env_module
-    customer = ServiceProcess("customer_service", env.databases.customer_url, env.broker_url).start()
-    order = ServiceProcess("order_service", env.databases.order_url, env.broker_url).start()
-    try:
-        yield order, customer
-    finally:
-        order.stop()
-        customer.stop()
+    with both_services(saga_env_module) as services:
+        yield services
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import pytest
 
 from tests.support.infra import SagaEnvironment
 from tests.support.otlp import OtlpReceiver
-from tests.support.processes import ServiceProcess
+from tests.support.processes import ServiceProcess, both_services
 from tests.support.saga_client import SagaClient
 
 
@@ -32,15 +32,8 @@ def otlp_receiver() -> Iterator[OtlpReceiver]:
 def traced_services(
     saga_env_module: SagaEnvironment, otlp_receiver: OtlpReceiver
 ) -> Iterator[tuple[ServiceProcess, ServiceProcess]]:
-    env = saga_env_module
-    extra = tracing_env(otlp_receiver)
-    customer = ServiceProcess("customer_service", env.databases.customer_url, env.broker_url, extra_env=extra).start()
-    order = ServiceProcess("order_service", env.databases.order_url, env.broker_url, extra_env=extra).start()
-    try:
-        yield order, customer
-    finally:
-        order.stop()
-        customer.stop()
+    with both_services(saga_env_module, tracing_env(otlp_receiver)) as services:
+        yield services
 
 
 @pytest.fixture
