@@ -236,7 +236,3 @@ def exposed_metrics() -> dict[str, frozenset[str]]:
             )
             exposed[name] = frozenset(family_labels | extra)
     return exposed
-
-
-def exposed_metric_names() -> set[str]:
-    return set(exposed_metrics())

@@ -122,10 +122,6 @@ class ServiceSettings(BaseSettings):
     def broker_urls(self) -> list[str]:
         return split_broker_urls(self.rabbitmq_broker_url)
 
-    @property
-    def async_database_url(self) -> str:
-        return to_asyncpg_url(self.database_url)
-
 
 def _development_password(url: str) -> bool:
     return (urlsplit(url).password or "") in _DEVELOPMENT_PASSWORDS

@@ -38,10 +38,6 @@ class Transaction:
         """Run `callback` once the transaction committed (metrics, wake-ups): never for a rolled-back one."""
         self._after_commit.append(callback)
 
-    @property
-    def emitted(self) -> list[Event]:
-        return [item.event for item in self._pending]
-
     async def _flush(self, exchange: str) -> None:
         await write_events(self.db, self._pending, exchange=exchange)
 
