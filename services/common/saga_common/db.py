@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from saga_common.settings import ServiceSettings, to_asyncpg_url, to_libpq_url
 from saga_common.tracing import tracing_enabled, untraced
+
+log = logging.getLogger(__name__)
 
 # Stable constraint names, so Alembic migrations can refer to them.
 NAMING_CONVENTION = {
@@ -24,6 +28,9 @@ NAMING_CONVENTION = {
 def create_engine(settings: ServiceSettings) -> AsyncEngine:
     engine = create_async_engine(
         to_asyncpg_url(settings.database_url),
+        # SQLAlchemy never opens a transaction itself: a statement through it commits on its own, and every
+        # multi-statement write goes through `transaction()` below, the one place that BEGINs and COMMITs.
+        isolation_level="AUTOCOMMIT",
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=10,
@@ -59,25 +66,41 @@ async def driver_connection(conn: AsyncConnection) -> asyncpg.Connection:
     return (await conn.get_raw_connection()).driver_connection  # type: ignore[no-any-return]
 
 
+def one_off_engine(database_url: str) -> AsyncEngine:
+    """An engine for a command that runs once (sagactl): no pool, the same autocommit rule as the services."""
+    return create_async_engine(to_asyncpg_url(database_url), isolation_level="AUTOCOMMIT", poolclass=NullPool)
+
+
 @asynccontextmanager
 async def transaction(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
     """A pooled connection's asyncpg connection inside a transaction: committed when the block ends,
-    rolled back on an exception. asyncpg owns the transaction (SQLAlchemy only begins one on its own first
-    statement, so statements on the driver connection of an `engine.begin()` would each autocommit)."""
+    rolled back on an exception. Every write of the services goes through here.
+
+    BEGIN and COMMIT are plain statements, checked against the server's own transaction status, rather than
+    asyncpg's `Transaction` object: that object marks the connection as inside a transaction *before* its
+    BEGIN is acknowledged, so a BEGIN interrupted by a cancellation leaves a pooled connection on which every
+    later "transaction" is silently a savepoint inside one that never commits (the chaos tier lost accepted
+    orders that way). Here a connection found inside a transaction at checkout is rolled back first.
+    """
     async with engine.connect() as conn:
         db = await driver_connection(conn)
-        transaction = db.transaction()
-        # BEGIN and COMMIT untraced: a span each per transaction would be a third of a saga's spans.
+        # Untraced: a span for each BEGIN and COMMIT would be a third of a saga's spans.
         with untraced():
-            await transaction.start()
+            if db.is_in_transaction():
+                log.warning("a pooled connection was left inside a transaction; rolling it back")
+                await db.execute("ROLLBACK")
+            await db.execute("BEGIN")
+        committed = False
         try:
             yield db
-        except BaseException:
             with untraced():
-                await transaction.rollback()
-            raise
-        with untraced():
-            await transaction.commit()
+                await db.execute("COMMIT")
+            committed = True
+        finally:
+            if not committed and not db.is_closed() and db.is_in_transaction():
+                # If this is interrupted too, the next checkout of this connection rolls back.
+                with untraced():
+                    await db.execute("ROLLBACK")
 
 
 async def ensure_database(url: str) -> bool:

@@ -21,7 +21,7 @@ BeforeId = Annotated[int | None, Query(gt=0, le=2**63 - 1, description="Page on:
 @router.post("/customers", status_code=status.HTTP_201_CREATED, response_model=CustomerOut, summary="Create a customer")
 @router.post("/customers/", status_code=status.HTTP_201_CREATED, response_model=CustomerOut, include_in_schema=False)
 async def create_customer(body: CustomerCreate, uow: UowDep, response: Response) -> CustomerOut:
-    async with uow.engine.begin() as conn:
+    async with uow.engine.connect() as conn:
         row = await customers.create(conn, body)
     response.headers["Location"] = f"/customers/{row.id}"
     return customers.to_customer(row)

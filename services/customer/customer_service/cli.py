@@ -14,7 +14,7 @@ def seed(settings: ServiceSettings) -> None:
     async def run() -> list[int]:
         engine = create_engine(settings)
         try:
-            async with engine.begin() as conn:
+            async with engine.connect() as conn:
                 return await seed_demo_customers(conn)
         finally:
             await engine.dispose()

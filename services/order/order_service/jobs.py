@@ -40,7 +40,7 @@ _IN_PROGRESS = text(
 
 
 async def expire_overdue_orders(runtime: ServiceRuntime, deadline_s: float) -> list[int]:
-    async with runtime.engine.begin() as conn:
+    async with runtime.engine.connect() as conn:  # one statement: atomic on its own
         rows = (
             await conn.execute(_EXPIRE, {"reason": DEADLINE_REASON, "deadline": deadline_s, "batch": SWEEP_BATCH})
         ).all()

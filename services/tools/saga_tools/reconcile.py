@@ -19,11 +19,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import asyncpg
-from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.pool import NullPool
 
+from saga_common.db import one_off_engine
 from saga_common.messages import OrderCancelled
-from saga_common.settings import redact_url, to_asyncpg_url, to_libpq_url
+from saga_common.settings import redact_url, to_libpq_url
 from saga_common.unit_of_work import UnitOfWork
 
 RECONCILE_REASON = "reconciliation"
@@ -180,7 +179,7 @@ async def reconcile(
         await customers.close()
 
     if resend and not dry_run:
-        engine = create_async_engine(to_asyncpg_url(order_database_url), poolclass=NullPool)
+        engine = one_off_engine(order_database_url)
         try:
             async with UnitOfWork(engine, exchange=exchange).begin() as tx:
                 for _, order_id, customer_id in resend:

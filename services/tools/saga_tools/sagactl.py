@@ -25,12 +25,11 @@ import httpx
 import sqlalchemy.exc
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.pool import NullPool
 from tabulate import tabulate
 
+from saga_common.db import one_off_engine
 from saga_common.retention import inbox_window, prune
-from saga_common.settings import DEFAULT_BROKER_URL, redact_url, split_broker_urls, to_asyncpg_url
+from saga_common.settings import DEFAULT_BROKER_URL, redact_url, split_broker_urls
 from saga_common.topology import CUSTOMER_SERVICE, ORDER_SERVICE
 from saga_tools.dlq import DeadLetter, DeadLetterQueues
 from saga_tools.reconcile import DatabaseUnreachable, reconcile
@@ -311,7 +310,7 @@ async def _prune(args: argparse.Namespace, settings: SagactlSettings) -> int:
         (ORDER_SERVICE, settings.order_database_url),
         (CUSTOMER_SERVICE, settings.customer_database_url),
     ):
-        engine = create_async_engine(to_asyncpg_url(url), poolclass=NullPool)
+        engine = one_off_engine(url)
         try:
             result = await prune(
                 engine,
