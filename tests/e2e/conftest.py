@@ -2,12 +2,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 
-import httpx
 import pytest
 
 from tests.support.infra import SagaEnvironment
 from tests.support.processes import ServiceProcess, both_services
-from tests.support.saga_client import SagaClient
+from tests.support.saga_client import SagaClient, saga_client
 
 
 @pytest.fixture(scope="module")
@@ -19,6 +18,5 @@ def services(saga_env_module: SagaEnvironment) -> Iterator[tuple[ServiceProcess,
 
 @pytest.fixture
 async def saga(services: tuple[ServiceProcess, ServiceProcess]) -> AsyncIterator[SagaClient]:
-    order, customer = services
-    async with httpx.AsyncClient(timeout=10) as http:
-        yield SagaClient(order.base_url, customer.base_url, http)
+    async with saga_client(*services) as client:
+        yield client

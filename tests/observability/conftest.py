@@ -2,13 +2,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 
-import httpx
 import pytest
 
 from tests.support.infra import SagaEnvironment
 from tests.support.otlp import OtlpReceiver
 from tests.support.processes import ServiceProcess, both_services
-from tests.support.saga_client import SagaClient
+from tests.support.saga_client import SagaClient, saga_client
 
 
 def tracing_env(receiver: OtlpReceiver) -> dict[str, str]:
@@ -38,6 +37,5 @@ def traced_services(
 
 @pytest.fixture
 async def saga(traced_services: tuple[ServiceProcess, ServiceProcess]) -> AsyncIterator[SagaClient]:
-    order, customer = traced_services
-    async with httpx.AsyncClient(timeout=10) as http:
-        yield SagaClient(order.base_url, customer.base_url, http)
+    async with saga_client(*traced_services) as client:
+        yield client

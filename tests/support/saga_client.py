@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -12,9 +14,16 @@ import asyncpg
 import httpx
 
 from saga_common.settings import to_libpq_url
+from saga_tools.localstack import ServiceProcess
 
 SEED_ORDER = {"customer_id": 1, "product_id": 1, "status": "pending", "quantity": 1, "total_price": 50.0}
 TERMINAL = {"fulfilled", "rejected", "cancelled"}
+
+
+@asynccontextmanager
+async def saga_client(order: ServiceProcess, customer: ServiceProcess) -> AsyncIterator[SagaClient]:
+    async with httpx.AsyncClient(timeout=10) as http:
+        yield SagaClient(order.base_url, customer.base_url, http)
 
 
 @dataclass

@@ -109,7 +109,7 @@ async def reconcile(
         await orders.close()
         raise
     try:
-        resend: list[tuple[Finding, int, int]] = []
+        resend: list[Finding] = []
 
         held = await customers.fetch(_ACTIVE_RESERVATIONS, grace_s)
         report.checked["active reservations"] = len(held)
@@ -132,7 +132,7 @@ async def reconcile(
                     order["customer_id"],
                     "re-sent order.cancelled: the customer service releases the credit",
                 )
-                resend.append((finding, order["id"], order["customer_id"]))
+                resend.append(finding)
 
         stuck = await orders.fetch(_STUCK_CANCELLING, grace_s)
         report.checked["orders cancelling"] = len(stuck)
@@ -143,7 +143,7 @@ async def reconcile(
                 order["customer_id"],
                 "re-sent order.cancelled: its credit.released answer completes the cancellation",
             )
-            resend.append((finding, order["id"], order["customer_id"]))
+            resend.append(finding)
 
         fulfilled = await orders.fetch(_RECENT_FULFILLED, grace_s, FULFILLED_WINDOW_S)
         report.checked["fulfilled orders"] = len(fulfilled)
@@ -182,9 +182,14 @@ async def reconcile(
         engine = one_off_engine(order_database_url)
         try:
             async with UnitOfWork(engine, exchange=exchange).begin() as tx:
-                for _, order_id, customer_id in resend:
-                    tx.emit(OrderCancelled(order_id=order_id, customer_id=customer_id, reason=RECONCILE_REASON))
+                for finding in resend:
+                    assert finding.order_id is not None and finding.customer_id is not None
+                    tx.emit(
+                        OrderCancelled(
+                            order_id=finding.order_id, customer_id=finding.customer_id, reason=RECONCILE_REASON
+                        )
+                    )
         finally:
             await engine.dispose()
-    report.repaired = [finding for finding, _, _ in resend]
+    report.repaired = resend
     return report
