@@ -6,10 +6,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
-PACKAGES := -e services/common -e services/order -e services/customer -e 'services/tools[bench]'
+PACKAGES := -e services/common -e services/order -e services/customer -e services/tools -e services/devtools
 PYTEST := $(BIN)/pytest
 
-.PHONY: help install run test test-unit test-integration test-e2e test-observability test-chart test-chaos \
+.PHONY: help install run test test-unit test-integration test-e2e test-observability test-chart test-images test-chaos \
         test-fuzz test-perf bench lint format clean
 
 help: ## list the targets
@@ -32,6 +32,7 @@ test: $(INSTALLED) ## the whole suite, tier by tier (what CI runs)
 	$(PYTEST) tests/e2e -m e2e
 	$(PYTEST) tests/observability -m observability
 	$(PYTEST) tests/chart -m chart
+	$(PYTEST) tests/images -m images -s
 	$(PYTEST) tests/chaos -m chaos -s
 	$(PYTEST) tests/perf -m perf
 
@@ -43,6 +44,9 @@ test-integration: $(INSTALLED) ## outbox, inbox, consumer against a real Postgre
 
 test-e2e: $(INSTALLED) ## both services as real processes
 	$(PYTEST) tests/e2e -m e2e
+
+test-images: $(INSTALLED) ## both images built on a local Docker engine, the chart's pods run from them (root)
+	$(PYTEST) tests/images -m images -s
 
 test-chaos: $(INSTALLED) ## faults under load on a 3-node RabbitMQ cluster; prints the table of figures (root, rabbitmq-server)
 	$(PYTEST) tests/chaos -m chaos -s
@@ -86,9 +90,16 @@ SERVICE_COMPONENTS := app.kubernetes.io/component in (order-service,customer-ser
 .PHONY: images kind-up kind-load deploy port-forward kind-down manifests skaffold-dev test-chart compose-up \
         compose-down
 
-images: ## build both service images (tag: IMAGE_TAG, default dev)
-	docker build --file docker/order-service.Dockerfile --tag saga/order-service:$(IMAGE_TAG) .
-	docker build --file docker/customer-service.Dockerfile --tag saga/customer-service:$(IMAGE_TAG) .
+# PYTHON_IMAGE: the base both Dockerfiles build on (empty: their default, the official python slim image);
+# DOCKER_BUILD_FLAGS: anything else for `docker build`, e.g. `--network host` or `--platform linux/amd64`.
+PYTHON_IMAGE ?=
+DOCKER_BUILD_FLAGS ?=
+DOCKER ?= docker
+BUILD_ARGS = $(DOCKER_BUILD_FLAGS) $(if $(PYTHON_IMAGE),--build-arg PYTHON_IMAGE=$(PYTHON_IMAGE))
+
+images: ## build both service images (IMAGE_TAG, default dev; PYTHON_IMAGE, DOCKER_BUILD_FLAGS)
+	$(DOCKER) build $(BUILD_ARGS) --file docker/order-service.Dockerfile --tag saga/order-service:$(IMAGE_TAG) .
+	$(DOCKER) build $(BUILD_ARGS) --file docker/customer-service.Dockerfile --tag saga/customer-service:$(IMAGE_TAG) .
 
 kind-up: ## kind cluster from k8s/, both images built and loaded, the chart installed; waits until ready
 	@kind get clusters 2>/dev/null | grep -qx '$(KIND_CLUSTER)' \

@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # The customer service: `customer-service serve` (API + consumer + outbox relay), `customer-service migrate`, `customer-service seed`.
 # Build from the repository root: docker build -f docker/customer-service.Dockerfile -t saga/customer-service:dev .
 # No HEALTHCHECK: Kubernetes probes /healthz and /readyz (see charts/saga).
@@ -7,14 +6,15 @@ ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
-RUN python -m venv /opt/saga
+# The runtime venv gets no pip: a venv of its own installs into it (pip --python).
+RUN python -m venv --without-pip /opt/saga && python -m venv /opt/pip
 WORKDIR /src
 COPY constraints.txt ./
 COPY services/common ./services/common
 COPY services/customer ./services/customer
 # --only-binary: every dependency comes as a wheel, so no compiler is needed in either stage; the two local
 # packages are built by pip itself. compileall: the root filesystem is read-only at run time.
-RUN /opt/saga/bin/pip install --no-cache-dir --only-binary=:all: -c constraints.txt \
+RUN /opt/pip/bin/pip --python /opt/saga/bin/python install --no-cache-dir --only-binary=:all: -c constraints.txt \
         ./services/common ./services/customer \
     && /opt/saga/bin/python -m compileall -q /opt/saga/lib
 

@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # The order service: `order-service serve` (API + consumer + outbox relay), `order-service migrate`; and
 # `sagactl` (services/tools), which the chart's CronJobs run: `sagactl reconcile`, `sagactl prune`.
 # Build from the repository root: docker build -f docker/order-service.Dockerfile -t saga/order-service:dev .
@@ -8,7 +7,8 @@ ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
-RUN python -m venv /opt/saga
+# The runtime venv gets no pip: a venv of its own installs into it (pip --python).
+RUN python -m venv --without-pip /opt/saga && python -m venv /opt/pip
 WORKDIR /src
 COPY constraints.txt ./
 COPY services/common ./services/common
@@ -16,7 +16,7 @@ COPY services/order ./services/order
 COPY services/tools ./services/tools
 # --only-binary: every dependency comes as a wheel, so no compiler is needed in either stage; the three local
 # packages are built by pip itself. compileall: the root filesystem is read-only at run time.
-RUN /opt/saga/bin/pip install --no-cache-dir --only-binary=:all: -c constraints.txt \
+RUN /opt/pip/bin/pip --python /opt/saga/bin/python install --no-cache-dir --only-binary=:all: -c constraints.txt \
         ./services/common ./services/order ./services/tools \
     && /opt/saga/bin/python -m compileall -q /opt/saga/lib
 

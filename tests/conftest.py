@@ -8,9 +8,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.infra import SagaEnvironment
+from saga_dev.localstack import SagaEnvironment
 
-TIERS = {"unit", "integration", "e2e", "observability", "chart", "chaos", "perf"}
+TIERS = {"unit", "integration", "e2e", "observability", "chart", "images", "chaos", "perf"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

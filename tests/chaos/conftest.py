@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from saga_dev.rabbit_cluster import RabbitCluster
 from tests.chaos.harness import RESULTS, RESULTS_PATH, SEED, ChaosEnvironment, ensure_postgres_running, format_table
-from tests.support.rabbit_cluster import RabbitCluster
 
 
 @pytest.fixture(scope="session")

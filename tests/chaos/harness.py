@@ -43,10 +43,9 @@ import asyncpg
 
 from saga_common.settings import to_libpq_url
 from saga_common.topology import CUSTOMER_SERVICE, ORDER_SERVICE
-from tests.support.infra import POSTGRES_URL, Databases, unique_name
+from saga_dev.localstack import POSTGRES_URL, Databases, ServiceProcess, unique_name
+from saga_dev.rabbit_cluster import RabbitCluster
 from tests.support.load import LoadGenerator, LoadStats
-from tests.support.processes import ServiceProcess
-from tests.support.rabbit_cluster import RabbitCluster
 from tests.support.tcp_proxy import TcpProxy
 
 # Every accepted order must be terminal this long after the fault ended (the README states it).

@@ -20,6 +20,7 @@ import uuid
 import aio_pika
 import pytest
 
+from saga_dev.localstack import ServiceProcess
 from tests.chaos.harness import (
     GRACE_PERIOD_S,
     POSTGRES_CLUSTER,
@@ -31,7 +32,6 @@ from tests.chaos.harness import (
     ensure_postgres_running,
     postgres_is_up,
 )
-from tests.support.processes import ServiceProcess
 
 pytestmark = pytest.mark.timeout(240)
 

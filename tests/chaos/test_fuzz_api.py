@@ -31,8 +31,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.infra import SagaEnvironment
-from tests.support.processes import ServiceProcess
+from saga_dev.localstack import SagaEnvironment, ServiceProcess
 
 pytestmark = pytest.mark.timeout(300)
 

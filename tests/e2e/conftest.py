@@ -4,8 +4,8 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from tests.support.infra import SagaEnvironment
-from tests.support.processes import ServiceProcess, both_services
+from saga_dev.localstack import SagaEnvironment, ServiceProcess
+from tests.support.processes import both_services
 from tests.support.saga_client import SagaClient, saga_client
 
 

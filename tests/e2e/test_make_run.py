@@ -10,8 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.infra import Databases, Vhost, unique_name
-from tests.support.processes import free_port
+from saga_dev.localstack import Databases, Vhost, free_port, unique_name
 from tests.support.saga_client import SEED_ORDER
 
 LAUNCHER = str(Path(sys.executable).parent / "saga-dev")

@@ -12,9 +12,8 @@ import httpx
 import pytest
 
 from saga_common.settings import to_libpq_url
+from saga_dev.localstack import SagaEnvironment, ServiceProcess
 from tests.support.broker import broker_tool
-from tests.support.infra import SagaEnvironment
-from tests.support.processes import ServiceProcess
 from tests.support.saga_client import TERMINAL, SagaClient, money_of
 from tests.support.sagactl import sagactl, sagactl_json
 

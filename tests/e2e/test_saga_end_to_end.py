@@ -73,7 +73,12 @@ async def test_the_seed_request_works_as_written(saga, http):
     assert info["service"] == "order-service"
     assert (await http.get(f"{saga.order_url}/healthz")).status_code == 200
     ready = await http.get(f"{saga.order_url}/readyz")
-    assert ready.status_code == 200 and ready.json()["checks"] == {"database": True, "broker": True, "consumer": True}
+    assert ready.status_code == 200 and ready.json()["checks"] == {
+        "database": True,
+        "broker": True,
+        "consumer": True,
+        "outbox_relay": True,
+    }
 
 
 async def test_an_idempotency_key_returns_the_same_order_and_refuses_another_body(saga, http):

@@ -13,7 +13,7 @@ from order_service.jobs import order_jobs
 from order_service.settings import OrderSettings
 from saga_common.runtime import ServiceRuntime, ServiceSpec
 from saga_common.topology import CUSTOMER_SERVICE, ORDER_SERVICE
-from tests.support.infra import SagaEnvironment
+from saga_dev.localstack import SagaEnvironment
 
 RuntimeFactory = Callable[..., Any]
 

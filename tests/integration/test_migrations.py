@@ -14,7 +14,7 @@ import customer_service.models
 import order_service.models
 from saga_common.db import drop_database, ensure_database
 from saga_common.settings import to_asyncpg_url
-from tests.support.infra import POSTGRES_URL, unique_name
+from saga_dev.localstack import POSTGRES_URL, unique_name
 
 SERVICES = {"order-service": order_service.models.Base, "customer-service": customer_service.models.Base}
 

@@ -4,9 +4,9 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from tests.support.infra import SagaEnvironment
+from saga_dev.localstack import SagaEnvironment, ServiceProcess
 from tests.support.otlp import OtlpReceiver
-from tests.support.processes import ServiceProcess, both_services
+from tests.support.processes import both_services
 from tests.support.saga_client import SagaClient, saga_client
 
 

@@ -16,6 +16,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from saga_dev.localstack import ServiceProcess, free_port
 from tests.observability.promql import (
     DASHBOARDS_DIR,
     dashboard_expressions,
@@ -23,7 +24,6 @@ from tests.observability.promql import (
     metric_names_in_expression,
     substitute_variables,
 )
-from tests.support.processes import ServiceProcess, free_port
 from tests.support.saga_client import TERMINAL
 
 PROMETHEUS_MADE = {"up"}

@@ -9,9 +9,9 @@ import time
 
 import httpx
 
+from saga_dev.localstack import ServiceProcess
 from tests.observability.conftest import tracing_env
 from tests.support.otlp import OtlpReceiver, ReceivedSpan
-from tests.support.processes import ServiceProcess
 from tests.support.saga_client import TERMINAL, SagaClient
 
 ORDER, CUSTOMER = "order-service", "customer-service"

@@ -11,7 +11,7 @@ from typing import Any
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
 
-from saga_tools.bench.otlp_sink import OtlpSink
+from saga_dev.bench.otlp_sink import OtlpSink
 
 KINDS = {
     ProtoSpan.SPAN_KIND_INTERNAL: "internal",

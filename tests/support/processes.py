@@ -1,11 +1,9 @@
-"""The services as real processes (the mechanics live in `saga_tools.localstack`, shared with the benchmark)."""
+"""Both services as real processes, started and stopped together (the mechanics live in `saga_dev.localstack`)."""
 
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from saga_tools.localstack import LOG_DIR, SagaEnvironment, ServiceProcess, free_port
-
-__all__ = ["LOG_DIR", "ServiceProcess", "both_services", "free_port"]
+from saga_dev.localstack import SagaEnvironment, ServiceProcess
 
 
 @contextmanager

@@ -14,7 +14,7 @@ import asyncpg
 import httpx
 
 from saga_common.settings import to_libpq_url
-from saga_tools.localstack import ServiceProcess
+from saga_dev.localstack import ServiceProcess
 
 SEED_ORDER = {"customer_id": 1, "product_id": 1, "status": "pending", "quantity": 1, "total_price": 50.0}
 TERMINAL = {"fulfilled", "rejected", "cancelled"}

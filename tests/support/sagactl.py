@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.support.infra import SagaEnvironment
+from saga_dev.localstack import SagaEnvironment
 
 SAGACTL = str(Path(sys.executable).parent / "sagactl")
 

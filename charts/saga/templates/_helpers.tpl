@@ -200,8 +200,10 @@ dict "root" $ "username" "order-service" "password" "..."
 {{- $statefulSet := include "saga.componentName" (dict "root" $root "component" "rabbitmq") }}
 {{- $domain := printf "%s.%s.svc.%s" (include "saga.rabbitmq.headless" $root) $root.Release.Namespace $root.Values.clusterDomain }}
 {{- $urls := list }}
+{{- /* "/" is the default vhost: an empty path names it. */}}
+{{- $vhost := eq $root.Values.rabbitmq.vhost "/" | ternary "" $root.Values.rabbitmq.vhost }}
 {{- range $ordinal := until (int $root.Values.rabbitmq.replicas) }}
-{{- $urls = append $urls (printf "amqp://%s:%s@%s-%d.%s:5672/" $.username $.password $statefulSet $ordinal $domain) }}
+{{- $urls = append $urls (printf "amqp://%s:%s@%s-%d.%s:5672/%s" $.username $.password $statefulSet $ordinal $domain $vhost) }}
 {{- end }}
 {{- join "," $urls }}
 {{- end }}

@@ -7,15 +7,16 @@ configuration, the plugins, the definitions template and the script that fills i
 {{- $nodeDomain := printf "%s.%s.svc.%s" $headless .Release.Namespace .Values.clusterDomain }}
 {{- $admin := .Values.rabbitmq.adminUsername }}
 {{- $users := list (dict "name" $admin "password_hash" (printf "@%s@" $admin) "hashing_algorithm" "rabbit_password_hashing_sha256" "tags" (list "administrator")) }}
-{{- $permissions := list (dict "user" $admin "vhost" "/" "configure" ".*" "write" ".*" "read" ".*") }}
+{{- $vhostName := .Values.rabbitmq.vhost }}
+{{- $permissions := list (dict "user" $admin "vhost" $vhostName "configure" ".*" "write" ".*" "read" ".*") }}
 {{- $services := list }}
 {{- range $key := include "saga.serviceKeys" . | splitList " " }}
 {{- $svc := include "saga.service" (dict "root" $ "key" $key) | fromJson }}
 {{- $services = append $services $svc }}
 {{- $users = append $users (dict "name" $svc.name "password_hash" (printf "@%s@" $svc.name) "hashing_algorithm" "rabbit_password_hashing_sha256" "tags" (list)) }}
-{{- $permissions = append $permissions (dict "user" $svc.name "vhost" "/" "configure" $.Values.rabbitmq.servicePermissions "write" $.Values.rabbitmq.servicePermissions "read" $.Values.rabbitmq.servicePermissions) }}
+{{- $permissions = append $permissions (dict "user" $svc.name "vhost" $vhostName "configure" $.Values.rabbitmq.servicePermissions "write" $.Values.rabbitmq.servicePermissions "read" $.Values.rabbitmq.servicePermissions) }}
 {{- end }}
-{{- $vhost := dict "name" "/" "default_queue_type" "quorum" "metadata" (dict "description" "saga" "default_queue_type" "quorum") -}}
+{{- $vhost := dict "name" $vhostName "default_queue_type" "quorum" "metadata" (dict "description" "saga" "default_queue_type" "quorum") -}}
 rabbitmq.conf: |
   cluster_formation.peer_discovery_backend = rabbit_peer_discovery_k8s
   cluster_formation.k8s.host = kubernetes.default.svc.{{ .Values.clusterDomain }}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -142,6 +143,9 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._stopping = False
         self.published = 0
+        # Readiness: since when every round has failed, and why (None while rounds succeed).
+        self.failing_since: float | None = None
+        self.last_error: str | None = None
 
     def wake(self) -> None:
         self._wake.set()
@@ -154,18 +158,35 @@ class OutboxRelay:
             try:
                 sent = await self.publish_batch()
                 backoff = 0.05
-            except BrokerUnavailable:
+                self.failing_since = self.last_error = None
+            except BrokerUnavailable as exc:
+                self._failed(exc)
                 await self._sleep_or_wake(backoff)
                 backoff = min(backoff * 2, 2.0)
                 continue
             except Exception as exc:  # noqa: BLE001 - database or broker trouble: keep the rows, retry
                 log.warning("outbox relay round failed, will retry: %s", exc or type(exc).__name__)
+                self._failed(exc)
                 # A plain sleep: NOTIFYs of new rows must not turn the back-off into a hot retry loop.
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
                 continue
             if sent < self._batch_size:
                 await self._sleep_or_wake(self._poll_interval_s)
+
+    def _failed(self, exc: BaseException) -> None:
+        if self.failing_since is None:
+            self.failing_since = time.monotonic()
+        self.last_error = str(exc) or type(exc).__name__
+
+    def unready_reason(self, after_s: float) -> str | None:
+        """Why the relay cannot do its work, once every round has failed for `after_s`; None while it can."""
+        if self.failing_since is None:
+            return None
+        failing_for = time.monotonic() - self.failing_since
+        if failing_for < after_s:
+            return None
+        return f"every outbox round failed for {failing_for:.0f} s, last: {self.last_error}"
 
     async def _sleep_or_wake(self, seconds: float) -> None:
         try:

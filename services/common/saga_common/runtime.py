@@ -157,10 +157,16 @@ class ServiceRuntime:
         await self.engine.dispose()
         log.info("%s stopped", self.spec.name)
 
-    def readiness(self) -> dict[str, bool]:
-        checks = {"database": self.database_ok, "broker": self.broker.is_connected}
+    def readiness(self) -> dict[str, str | None]:
+        """Each check's problem, None when it passes: the service is ready when every value is None."""
+        checks: dict[str, str | None] = {
+            "database": None if self.database_ok else "the database does not answer",
+            "broker": None if self.broker.is_connected else "not connected to the broker",
+        }
         if self.consumer is not None:
-            checks["consumer"] = self.consumer.is_consuming
+            checks["consumer"] = None if self.consumer.is_consuming else f"not consuming {self.queues.work}"
+        if self.relay is not None:
+            checks["outbox_relay"] = self.relay.unready_reason(self.settings.relay_unready_after_s)
         return checks
 
     async def database_reachable(self) -> bool:

@@ -66,6 +66,9 @@ class ServiceSettings(BaseSettings):
 
     outbox_batch_size: int = Field(200, ge=1, le=5000)
     outbox_poll_interval_s: float = Field(1.0, gt=0, description="Fallback when no NOTIFY arrives.")
+    relay_unready_after_s: float = Field(
+        30.0, gt=0, description="An outbox relay failing every round for this long makes /readyz answer 503."
+    )
 
     drain_timeout_s: float = Field(20.0, ge=0, description="How long SIGTERM waits for in-flight messages.")
     health_probe_interval_s: float = Field(2.0, gt=0)

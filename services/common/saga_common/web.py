@@ -141,16 +141,20 @@ def health_router(service: str) -> APIRouter:
 
     @router.get(
         "/readyz",
-        summary="Readiness: database and broker reachable, consumer started",
-        responses={503: {"description": "Not ready; `checks` says what is missing"}},
+        summary="Readiness: database and broker reachable, consumer attached, outbox relay working",
+        responses={503: {"description": "Not ready; `reasons` says what is missing and why"}},
     )
     async def readyz(request: Request) -> JSONResponse:
         runtime: ServiceRuntime | None = getattr(request.app.state, "runtime", None)
-        checks = runtime.readiness() if runtime is not None else {"started": False}
-        ready = all(checks.values())
-        return JSONResponse(
-            {"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503
-        )
+        problems = runtime.readiness() if runtime is not None else {"started": "the service is starting"}
+        ready = not any(problems.values())
+        body: dict[str, object] = {
+            "status": "ready" if ready else "not ready",
+            "checks": {name: problem is None for name, problem in problems.items()},
+        }
+        if not ready:
+            body["reasons"] = {name: problem for name, problem in problems.items() if problem is not None}
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
     async def prometheus_metrics(request: Request) -> Response:

@@ -12,7 +12,7 @@ import asyncpg
 import httpx
 
 from saga_common.settings import to_libpq_url
-from saga_tools.localstack import SagaEnvironment, ServiceProcess
+from saga_dev.localstack import SagaEnvironment, ServiceProcess
 
 # The services run as they would in production, except for INFO logs (a JSON line per saga step, which
 # costs about 10% of the throughput here): WARNING keeps the figures about the saga, not the log volume.

@@ -25,7 +25,7 @@ import httpx
 from saga_common.db import ensure_database
 from saga_common.migrations import upgrade
 from saga_common.settings import DEFAULT_BROKER_URL, redact_url, split_broker_urls, to_libpq_url
-from saga_tools.localstack import migrations_of
+from saga_dev.localstack import migrations_of
 
 SEED_REQUEST = '{"customer_id": 1, "product_id": 1, "status": "pending", "quantity": 1, "total_price": 50.0}'
 HOW_TO_GET_INFRASTRUCTURE = (

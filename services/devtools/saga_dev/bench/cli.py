@@ -22,11 +22,11 @@ from typing import Any
 
 from tabulate import tabulate
 
-from saga_tools.bench.baseline import run_baseline
-from saga_tools.bench.load import LoadRun, closed_loop, open_loop
-from saga_tools.bench.stack import BenchStack, outcomes
-from saga_tools.localstack import SagaEnvironment
-from saga_tools.rabbit_cluster import RabbitCluster
+from saga_dev.bench.baseline import run_baseline
+from saga_dev.bench.load import LoadRun, closed_loop, open_loop
+from saga_dev.bench.stack import BenchStack, outcomes
+from saga_dev.localstack import SagaEnvironment
+from saga_dev.rabbit_cluster import RabbitCluster
 
 PRICE = "1.00"
 CUSTOMERS = 100
@@ -100,7 +100,7 @@ async def run_scenario(scenario: Scenario, duration_s: float, cluster_urls: str 
     extra_env: dict[str, str] = {}
     receiver = None
     if scenario.tracing:
-        from saga_tools.bench.otlp_sink import OtlpSink
+        from saga_dev.bench.otlp_sink import OtlpSink
 
         receiver = OtlpSink().start()
         extra_env = {

@@ -1,0 +1,59 @@
+"""/readyz tells the truth: a service that cannot do its work answers 503 with the reason, not 200."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import asyncpg
+import httpx
+
+from saga_common.settings import to_libpq_url
+from saga_dev.localstack import ServiceProcess, unique_name
+
+
+async def _role_without_table_privileges(database_url: str) -> tuple[str, str]:
+    """A login role that may connect and read, but not lock or write the outbox (seen in a real deployment)."""
+    role = unique_name("readonly")
+    conn = await asyncpg.connect(to_libpq_url(database_url))
+    try:
+        await conn.execute(f"CREATE ROLE {role} LOGIN")
+        await conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
+    finally:
+        await conn.close()
+    host, _, database = database_url.rpartition("/")
+    return role, f"postgresql://{role}@{host.split('@')[-1]}/{database}"
+
+
+async def _drop_role(database_url: str, role: str) -> None:
+    conn = await asyncpg.connect(to_libpq_url(database_url))
+    try:
+        await conn.execute(f"DROP OWNED BY {role}")
+        await conn.execute(f"DROP ROLE {role}")
+    finally:
+        await conn.close()
+
+
+async def test_a_relay_that_fails_every_round_makes_the_service_unready_with_the_reason(saga_env):
+    role, url = await _role_without_table_privileges(saga_env.databases.order_url)
+    order = ServiceProcess("order_service", url, saga_env.broker_url, extra_env={"SAGA_RELAY_UNREADY_AFTER_S": "1"})
+    await asyncio.to_thread(order.start, False)
+    try:
+        async with httpx.AsyncClient(timeout=5) as http:
+            deadline = time.monotonic() + 30
+            seen = None
+            while time.monotonic() < deadline:
+                try:
+                    seen = await http.get(f"{order.base_url}/readyz")
+                except httpx.HTTPError:
+                    seen = None
+                if seen is not None and seen.status_code == 503 and "outbox_relay" in seen.json().get("reasons", {}):
+                    break
+                await asyncio.sleep(0.2)
+            assert seen is not None and seen.status_code == 503, seen and seen.text
+            body = seen.json()
+            assert body["checks"]["database"] is True and body["checks"]["outbox_relay"] is False
+            assert "permission denied for table outbox" in body["reasons"]["outbox_relay"]
+    finally:
+        order.stop()
+        await _drop_role(saga_env.databases.order_url, role)

@@ -1,0 +1,238 @@
+"""The rendered chart's own pods, run on the project's Docker engine against the machine's PostgreSQL and
+RabbitMQ (tests/support/kubelet.py runs each container as a kubelet would).
+
+What the chart's infrastructure pods would have created is created from the rendered objects themselves:
+- each PostgreSQL StatefulSet's POSTGRES_USER / POSTGRES_PASSWORD / POSTGRES_DB (what the official image's
+  entrypoint creates on first boot) become a role and a database in the local PostgreSQL;
+- the RabbitMQ definitions in the chart's ConfigMap (vhost, the services' users, their permissions and topic
+  permissions) are applied to the local RabbitMQ, each user with the password the definitions init container
+  would hash (from the rendered Secrets). The administrator is left out: none of our pods uses it.
+The values only give the release names of its own (databases, roles, vhost) and free ports, so nothing collides
+with what else the machine runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from saga_common.settings import to_libpq_url
+from saga_dev.localstack import POSTGRES_URL, free_port, rabbitmqctl, unique_name
+from tests.chart.saga_chart import Rendered, Workload, render
+from tests.support.kubelet import Kubelet, PodFailed, RunningContainer
+
+IMAGE_TAG = "dev"
+PROBES = ("startup", "readiness", "liveness")
+OUR_IMAGES = ("saga/order-service", "saga/customer-service")
+
+
+def test_values(prefix: str, otlp_endpoint: str) -> dict[str, Any]:
+    """Names and ports of this run's own; everything else is the chart's defaults."""
+    return {
+        "serviceDefaults": {"image": {"tag": IMAGE_TAG}},
+        "services": {
+            key: {"port": free_port(), "database": {"name": f"{prefix}_{key}s", "username": f"{prefix}_{key}"}}
+            for key in ("order", "customer")
+        },
+        "rabbitmq": {"vhost": prefix},
+        # Jaeger cannot be pulled here: the traces go to the test's OTLP receiver, as to an outside collector.
+        "jaeger": {"enabled": False},
+        "tracing": {"otlpEndpoint": otlp_endpoint},
+    }
+
+
+@dataclass
+class ChartOnDocker:
+    kubelet: Kubelet
+    prefix: str
+    roles: list[str] = field(default_factory=list)
+    databases: list[str] = field(default_factory=list)
+    rabbit_users: list[str] = field(default_factory=list)
+    vhost: str | None = None
+    pods: dict[str, RunningContainer] = field(default_factory=dict)
+
+    @property
+    def rendered(self) -> Rendered:
+        return self.kubelet.rendered
+
+    def say(self, line: str) -> None:
+        self.kubelet.report(line)
+
+    # --- what the infrastructure pods would have made -------------------------------------------------
+
+    def prepare_databases(self) -> None:
+        for statefulset in self.rendered.of_kind("StatefulSet"):
+            workload = Workload(
+                statefulset, statefulset["spec"]["template"]["metadata"], statefulset["spec"]["template"]["spec"]
+            )
+            container = workload.spec["containers"][0]
+            env = {item["name"] for item in container.get("env", [])}
+            if not {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"} <= env:
+                continue
+            values = self.kubelet.env_of(workload, container, statefulset["metadata"]["name"] + "-0")
+            asyncio.run(
+                self._create_database(values["POSTGRES_USER"], values["POSTGRES_PASSWORD"], values["POSTGRES_DB"])
+            )
+            self.say(f"  postgres: role {values['POSTGRES_USER']}, database {values['POSTGRES_DB']} ({workload.name})")
+
+    async def _create_database(self, user: str, password: str, database: str) -> None:
+        conn = await asyncpg.connect(to_libpq_url(f"{POSTGRES_URL}/postgres"))
+        try:
+            await conn.execute(f'CREATE ROLE "{user}" LOGIN PASSWORD $${password}$$')
+            self.roles.append(user)
+            await conn.execute(f'CREATE DATABASE "{database}" OWNER "{user}"')
+            self.databases.append(database)
+        finally:
+            await conn.close()
+
+    def prepare_broker(self) -> None:
+        config_maps = [cm for cm in self.rendered.of_kind("ConfigMap") if "definitions.template.json" in cm["data"]]
+        assert len(config_maps) == 1, "one RabbitMQ definitions template in the chart"
+        definitions = json.loads(config_maps[0]["data"]["definitions.template.json"])
+        statefulset = next(
+            s
+            for s in self.rendered.of_kind("StatefulSet")
+            if any(c["name"] == "write-definitions" for c in s["spec"]["template"]["spec"].get("initContainers", []))
+        )
+        template = statefulset["spec"]["template"]
+        workload = Workload(statefulset, template["metadata"], template["spec"])
+        init = next(c for c in template["spec"]["initContainers"] if c["name"] == "write-definitions")
+        passwords = self.kubelet.env_of(workload, init, statefulset["metadata"]["name"] + "-0")
+        (vhost,) = [v["name"] for v in definitions["vhosts"]]
+        rabbitmqctl("add_vhost", vhost)
+        self.vhost = vhost
+        administrators = set()
+        for user in definitions["users"]:
+            if "administrator" in user.get("tags", []):
+                administrators.add(user["name"])
+                continue
+            password = passwords[user["name"].upper().replace("-", "_") + "_PASSWORD"]
+            try:
+                rabbitmqctl("add_user", user["name"], password)
+            except RuntimeError as exc:
+                if "already exists" not in str(exc):
+                    raise
+                rabbitmqctl("change_password", user["name"], password)  # left by an interrupted run
+            self.rabbit_users.append(user["name"])
+        for permission in definitions["permissions"]:
+            if permission["user"] in administrators:
+                continue
+            rabbitmqctl(
+                "set_permissions",
+                "-p",
+                permission["vhost"],
+                permission["user"],
+                permission["configure"],
+                permission["write"],
+                permission["read"],
+            )
+        for permission in definitions.get("topic_permissions", []):
+            if permission["user"] in administrators:
+                continue
+            rabbitmqctl(
+                "set_topic_permissions",
+                "-p",
+                permission["vhost"],
+                permission["user"],
+                permission["exchange"],
+                permission["write"],
+                permission["read"],
+            )
+        self.say(f"  rabbitmq: vhost {vhost}, users {', '.join(self.rabbit_users)} with the chart's permissions")
+
+    def teardown(self) -> None:
+        self.kubelet.cleanup()
+        if self.vhost:
+            rabbitmqctl("delete_vhost", self.vhost)
+        for user in self.rabbit_users:
+            rabbitmqctl("delete_user", user)
+        asyncio.run(self._drop())
+
+    async def _drop(self) -> None:
+        conn = await asyncpg.connect(to_libpq_url(f"{POSTGRES_URL}/postgres"))
+        try:
+            for database in self.databases:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+            for role in self.roles:
+                await conn.execute(f'DROP ROLE IF EXISTS "{role}"')
+        finally:
+            await conn.close()
+
+    # --- the pods ---------------------------------------------------------------------------------------
+
+    def ours(self, kind: str) -> list[Workload]:
+        return [
+            w
+            for w in self.rendered.workloads()
+            if w.owner["kind"] == kind and any(self.kubelet.is_ours(c) for c in w.containers())
+        ]
+
+    def migration_jobs(self) -> list[Workload]:
+        return [w for w in self.ours("Job") if (w.owner["metadata"].get("annotations") or {}).get("helm.sh/hook")]
+
+    def run_migrations(self) -> None:
+        for job in self.migration_jobs():
+            seconds = self.kubelet.run_job(job)
+            self.say(f"pod {job.name}: ran {len(job.containers())} containers, all exit 0, in {seconds:.1f} s")
+
+    def start_service(self, workload: Workload) -> RunningContainer:
+        (container,) = workload.spec["containers"]
+        running = self.kubelet.start(workload, container)
+        try:
+            seen = running.wait_ready()
+            check_temporary_directory(running)
+        except PodFailed:
+            running.remove()  # as the kubelet would restart it: this one serves and consumes no more
+            raise
+        probes = ", ".join(f"{kind} ok after {seen[kind]:.1f} s" for kind in PROBES if kind in seen)
+        self.say(f"pod {workload.name}: started, ready after {seen['ready_after_s']:.1f} s ({probes})")
+        self.pods[workload.component] = running
+        return running
+
+    def start_services(self) -> None:
+        # Customer first: the order service's saga needs someone to answer.
+        for workload in sorted(self.ours("Deployment"), key=lambda w: w.component != "customer-service"):
+            self.start_service(workload)
+
+    def stop_service(self, component: str) -> tuple[int, float]:
+        running = self.pods.pop(component)
+        code, seconds = running.stop()
+        self.say(
+            f"pod {component}: stopped (preStop, SIGTERM, grace {running.grace_s:.0f} s): exit code {code} "
+            f"after {seconds:.1f} s"
+        )
+        return code, seconds
+
+    def port_of(self, component: str) -> int:
+        workload = next(w for w in self.ours("Deployment") if w.component == component)
+        return int(workload.spec["containers"][0]["ports"][0]["containerPort"])
+
+
+def check_temporary_directory(pod: RunningContainer) -> None:
+    """Python's tempfile must find a writable directory (uploads, libraries): with the root filesystem
+    read-only, only the pod's emptyDir gives one."""
+    result = pod.exec(["python", "-c", "import tempfile; tempfile.TemporaryFile().write(b'x')"], timeout=30)
+    if result.returncode != 0:
+        raise PodFailed(f"{pod.name}: no writable temporary directory: {result.stderr.strip().splitlines()[-1]}")
+
+
+def new_stack(kubelet_factory: Any, otlp_endpoint: str) -> tuple[ChartOnDocker, Rendered]:
+    prefix = unique_name("imgtest")
+    rendered = render(test_values(prefix, otlp_endpoint))
+    return ChartOnDocker(kubelet_factory(rendered), prefix), rendered
+
+
+def wait_until(condition: Any, timeout: float, what: str, interval: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = condition()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"{what}: not within {timeout:.0f} s (last seen: {last!r})")
