@@ -107,7 +107,14 @@ kind-up: ## kind cluster from k8s/, both images built and loaded, the chart inst
 	$(MAKE) images kind-load deploy KUBE_CONTEXT=kind-$(KIND_CLUSTER)
 
 kind-load: ## copy the two images into the kind nodes (no registry involved)
-	kind load docker-image --name $(KIND_CLUSTER) $(foreach image,$(SERVICE_IMAGES),$(image):$(IMAGE_TAG))
+	@# `kind load docker-image` fails with Docker's containerd image store; an archive works with both stores.
+	@for image in $(foreach image,$(SERVICE_IMAGES),$(image):$(IMAGE_TAG)); do \
+	  kind load docker-image --name $(KIND_CLUSTER) $$image && continue; \
+	  echo "kind load docker-image failed for $$image: loading it from a docker save archive instead"; \
+	  archive=$$(mktemp --suffix=.tar) && $(DOCKER) save --output $$archive $$image \
+	    && kind load image-archive --name $(KIND_CLUSTER) $$archive; status=$$?; rm -f $$archive; \
+	  [ $$status -eq 0 ] || exit $$status; \
+	done
 
 deploy: ## helm upgrade --install the chart into the current context (or KUBE_CONTEXT) and wait until ready
 	helm upgrade --install $(HELM_RELEASE) charts/saga $(if $(KUBE_CONTEXT),--kube-context $(KUBE_CONTEXT)) \
@@ -117,13 +124,18 @@ deploy: ## helm upgrade --install the chart into the current context (or KUBE_CO
 	  --selector 'app.kubernetes.io/instance=$(HELM_RELEASE),$(SERVICE_COMPONENTS)'
 	@echo "Ready. Next: make port-forward (another terminal), then the curl of the README; helm test $(HELM_RELEASE) -n $(K8S_NAMESPACE)"
 
+# port-forward: the kind cluster's context when it exists (make kind-up made it), else KUBE_CONTEXT or the current.
+KIND_CONTEXT = $(shell kubectl config get-contexts --output name 2>/dev/null | grep -x 'kind-$(KIND_CLUSTER)')
+FORWARD_CONTEXT = $(or $(KUBE_CONTEXT),$(KIND_CONTEXT))
+FORWARD_KUBECTL = kubectl $(if $(FORWARD_CONTEXT),--context $(FORWARD_CONTEXT)) --namespace $(K8S_NAMESPACE)
+
 port-forward: ## order API on :8001, Jaeger UI on :16686, Grafana on :3000 (Ctrl-C stops them)
-	@echo "Grafana: user admin, password: $$($(KUBECTL) get secret $(HELM_RELEASE)-grafana \
-	  -o jsonpath='{.data.admin-password}' | base64 -d)"
+	@echo "Context: $(or $(FORWARD_CONTEXT),the current one). Grafana: user admin, password: \
+	$$($(FORWARD_KUBECTL) get secret $(HELM_RELEASE)-grafana -o jsonpath='{.data.admin-password}' | base64 -d)"
 	@trap 'kill $$(jobs -p) 2>/dev/null' EXIT; \
-	$(KUBECTL) port-forward svc/$(HELM_RELEASE)-order-service 8001:8001 & \
-	$(KUBECTL) port-forward svc/$(HELM_RELEASE)-jaeger 16686:16686 & \
-	$(KUBECTL) port-forward svc/$(HELM_RELEASE)-grafana 3000:3000 & \
+	$(FORWARD_KUBECTL) port-forward svc/$(HELM_RELEASE)-order-service 8001:8001 & \
+	$(FORWARD_KUBECTL) port-forward svc/$(HELM_RELEASE)-jaeger 16686:16686 & \
+	$(FORWARD_KUBECTL) port-forward svc/$(HELM_RELEASE)-grafana 3000:3000 & \
 	wait
 
 kind-down: ## delete the kind cluster and everything in it
@@ -132,8 +144,16 @@ kind-down: ## delete the kind cluster and everything in it
 manifests: $(INSTALLED) ## regenerate k8s/saga.yaml (plain manifests) from the chart
 	$(BIN)/python -m tests.chart.saga_chart manifests
 
+SKAFFOLD_MIN_VERSION := 2.17.0
+
 skaffold-dev: ## the edit loop on the kind cluster: rebuild, redeploy and forward ports on every change
-	skaffold dev --profile kind --port-forward=user
+	@# Helm 4 refuses the post-renderer of skaffold before 2.17.
+	@version=$$(skaffold version | sed 's/^v//'); \
+	if [ "$$(printf '%s\n%s\n' '$(SKAFFOLD_MIN_VERSION)' "$$version" | sort -V | head -n1)" != '$(SKAFFOLD_MIN_VERSION)' ]; then \
+	  echo "skaffold $$version is too old: this project needs $(SKAFFOLD_MIN_VERSION) or later (Helm 4)" >&2; exit 1; \
+	fi
+	@# --cleanup=false: stopping the loop leaves the release (and its data) that make kind-up installed.
+	skaffold dev --profile kind --port-forward=user --cleanup=false
 
 test-chart: $(INSTALLED) ## the chart, images and configs checked offline (Helm engine, Kubernetes schemas, policies)
 	$(PYTEST) tests/chart -m chart

@@ -1,6 +1,7 @@
 """Every rendered object is valid against the Kubernetes API schemas, strict (unknown keys are errors).
 
-Two releases: the oldest one the chart supports in practice (1.31, kind's images of 2024) and a current one.
+Two releases: the oldest one the chart supports in practice (1.31, kind's images of 2024) and the one the kind
+cluster of k8s/kind-config.yaml runs (its pinned node image).
 """
 
 from __future__ import annotations
@@ -15,7 +16,25 @@ import yaml
 from tests.chart.conftest import ALL_VARIANTS, rendered_variant
 from tests.chart.saga_chart import KUBE_VERSION, PLAIN_MANIFESTS, ROOT
 
-KUBE_VERSIONS = [KUBE_VERSION, "1.34.0"]
+KIND_CONFIG = ROOT / "k8s" / "kind-config.yaml"
+
+
+def kind_node_version() -> str:
+    """The Kubernetes version of the node image k8s/kind-config.yaml pins (every node runs the same)."""
+    images = {node["image"] for node in yaml.safe_load(KIND_CONFIG.read_text())["nodes"]}
+    assert len(images) == 1, f"one node image for every node, not {images}"
+    (image,) = images
+    return image.split(":v", 1)[1].split("@", 1)[0]
+
+
+KUBE_VERSIONS = [KUBE_VERSION, kind_node_version()]
+
+
+def test_kind_nodes_run_an_image_pinned_by_digest_and_newer_than_the_oldest_supported() -> None:
+    (image,) = {node["image"] for node in yaml.safe_load(KIND_CONFIG.read_text())["nodes"]}
+    assert image.startswith("kindest/node:v") and "@sha256:" in image, image
+    oldest, kind = (tuple(int(part) for part in version.split(".")) for version in KUBE_VERSIONS)
+    assert kind >= oldest
 
 
 @pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
