@@ -236,8 +236,8 @@ def test_the_paths_the_saga_needs_are_open(net: Any) -> None:
         assert reach(net, "test", service, 8001 if service == "order-service" else 8002)
     assert reach(net, "grafana", "prometheus", 9090)
     assert reach(net, "grafana", "jaeger", 16686)
-    for component in ("rabbitmq", "prometheus"):
-        assert reach(net, component, "outside", 6443), "the Kubernetes API"
+    assert reach(net, "prometheus", "outside", 6443), "the Kubernetes API, for pod discovery"
+    assert not reach(net, "rabbitmq", "outside", 6443), "RabbitMQ 4.1+ forms its cluster without the Kubernetes API"
     for component in EVERYONE[:-1]:
         assert reach(net, component, "outside", 53, "UDP"), f"{component}: DNS"
 

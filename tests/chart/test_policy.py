@@ -18,7 +18,7 @@ from tests.chart.conftest import ALL_VARIANTS, rendered_variant
 from tests.chart.saga_chart import Rendered, render
 
 # Pods that talk to the Kubernetes API, and the one thing each does with it.
-NEEDS_API_TOKEN = {"rabbitmq", "prometheus"}
+NEEDS_API_TOKEN = {"prometheus"}
 IMAGE = re.compile(
     r"^(?P<repository>[a-z0-9][a-z0-9._/-]*):(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})(@sha256:[a-f0-9]{64})?$"
 )

@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 
 from tests.chart.conftest import ALL_VARIANTS, rendered_variant, require_tool
-from tests.chart.saga_chart import Rendered
+from tests.chart.saga_chart import Rendered, render
 
 RABBITMQ_LIB = Path("/usr/lib/rabbitmq/lib")
 # Keys newer than the RabbitMQ whose schemas this machine has (Debian 12: 3.10), with the release that
-# brought them; the image runs 4.0.
+# brought them; the image runs 4.1.
 NEWER_KEYS = {
     "quorum_queue.continuous_membership_reconciliation.enabled": "3.13",
     "quorum_queue.continuous_membership_reconciliation.target_group_size": "3.13",
@@ -115,23 +115,37 @@ def test_every_rabbitmq_conf_key_is_known_to_rabbitmq() -> None:
 
 @pytest.mark.parametrize("variant", ALL_VARIANTS)
 def test_node_names_and_peer_discovery_agree(variant: str) -> None:
+    """RabbitMQ 4.1+ peer discovery: a node derives the seed's name from its own (ordinal -> 0), so the node
+    names must be the pods' DNS names under the headless Service, which answers for pods not ready yet."""
     statefulset, data, rendered = rabbitmq(rendered_variant(variant))
     conf = dict(line.split(" = ", 1) for line in data["rabbitmq.conf"].splitlines() if " = " in line)
+    assert conf["cluster_formation.peer_discovery_backend"] == "rabbit_peer_discovery_k8s"
+    assert not [key for key in conf if key.startswith("cluster_formation.k8s.")], "4.1 ignores the API settings"
     nodes = statefulset["spec"]["replicas"]
     if nodes > 1:
         assert conf["quorum_queue.continuous_membership_reconciliation.target_group_size"] == str(nodes)
     headless = rendered.get("Service", statefulset["spec"]["serviceName"])
     assert headless["spec"]["publishNotReadyAddresses"] is True, "peers must find nodes that are not ready yet"
-    assert conf["cluster_formation.k8s.service_name"] == headless["metadata"]["name"]
     container = statefulset["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["RABBITMQ_USE_LONGNAME"] == "true"
-    assert env["RABBITMQ_NODENAME"] == "rabbit@$(POD_NAME)" + conf["cluster_formation.k8s.hostname_suffix"]
-    assert conf["cluster_formation.k8s.address_type"] == "hostname"
+    namespace = statefulset["metadata"]["namespace"]
+    domain = rendered.values.get("clusterDomain", "cluster.local")
+    assert env["RABBITMQ_NODENAME"] == f"rabbit@$(POD_NAME).{headless['metadata']['name']}.{namespace}.svc.{domain}"
     assert conf["definitions.local.path"].startswith(
         next(m["mountPath"] for m in container["volumeMounts"] if m["name"] == "definitions")
     )
-    role = rendered.get("Role", statefulset["metadata"]["name"])
-    assert {"apiGroups": [""], "resources": ["endpoints"], "verbs": ["get"]} in role["rules"]
-    assert statefulset["spec"]["template"]["spec"]["serviceAccountName"] == statefulset["metadata"]["name"]
+    tag = container["image"].split(":", 1)[1]
+    assert tuple(int(part) for part in tag.split("-")[0].split(".")[:2]) >= (4, 1), f"{tag}: peer discovery v2"
+    roles = {role["metadata"]["name"] for role in rendered.of_kind("Role")}
+    assert statefulset["metadata"]["name"] not in roles, "RabbitMQ needs no access to the Kubernetes API"
     assert statefulset["spec"]["podManagementPolicy"] == "Parallel"
+    assert "serviceAccountName" not in statefulset["spec"]["template"]["spec"]
+    assert statefulset["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+
+
+@pytest.mark.parametrize(("limit", "expected"), [("768Mi", 805306368), ("1Gi", 1073741824), ("500M", 500000000)])
+def test_the_memory_watermark_is_a_fraction_of_the_container_limit(limit: str, expected: int) -> None:
+    _, data, _ = rabbitmq(render({"rabbitmq": {"resources": {"limits": {"memory": limit, "cpu": "1"}}}}))
+    conf = dict(line.split(" = ", 1) for line in data["rabbitmq.conf"].splitlines() if " = " in line)
+    assert int(conf["total_memory_available_override_value"]) == expected

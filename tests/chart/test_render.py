@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -224,3 +225,23 @@ def chart_notes() -> str:
         chart(), "saga", {}, namespace="saga", dry_run="client"
     )
     return release["notes"]
+
+
+# `kubectl apply` (client-side, as k8s/saga.yaml is applied) keeps the whole object in the
+# last-applied-configuration annotation, and a object's annotations may not exceed 256 KiB together.
+APPLY_ANNOTATION_LIMIT = 256 * 1024
+# Headroom for the annotations Kubernetes and the tools add; the dashboards ConfigMap is the largest object.
+APPLY_HEADROOM = 0.95
+
+
+@pytest.mark.parametrize("variant", ALL_VARIANTS)
+def test_every_object_fits_in_a_client_side_apply_annotation(variant: str) -> None:
+    sizes = {
+        f"{obj['kind']}/{obj['metadata']['name']}": len(json.dumps(obj, separators=(",", ":")))
+        for obj in rendered_variant(variant).objects
+    }
+    largest = max(sizes, key=sizes.__getitem__)
+    assert sizes[largest] < APPLY_ANNOTATION_LIMIT * APPLY_HEADROOM, (
+        f"{largest} is {sizes[largest]} bytes: {sizes[largest] / APPLY_ANNOTATION_LIMIT:.0%} of kubectl apply's "
+        "256 KiB annotation limit; split it (e.g. one ConfigMap per dashboard) or apply server-side"
+    )

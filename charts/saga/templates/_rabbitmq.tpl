@@ -3,8 +3,6 @@ The RabbitMQ ConfigMap's data (also hashed into the pods' checksum/config annota
 configuration, the plugins, the definitions template and the script that fills in the password hashes.
 */}}
 {{- define "saga.rabbitmq.configData" -}}
-{{- $headless := include "saga.rabbitmq.headless" . }}
-{{- $nodeDomain := printf "%s.%s.svc.%s" $headless .Release.Namespace .Values.clusterDomain }}
 {{- $admin := .Values.rabbitmq.adminUsername }}
 {{- $users := list (dict "name" $admin "password_hash" (printf "@%s@" $admin) "hashing_algorithm" "rabbit_password_hashing_sha256" "tags" (list "administrator")) }}
 {{- $vhostName := .Values.rabbitmq.vhost }}
@@ -18,18 +16,17 @@ configuration, the plugins, the definitions template and the script that fills i
 {{- end }}
 {{- $vhost := dict "name" $vhostName "default_queue_type" "quorum" "metadata" (dict "description" "saga" "default_queue_type" "quorum") -}}
 rabbitmq.conf: |
+  # RabbitMQ 4.1+: the node of the lowest ordinal (-0) forms the cluster, every other node joins it by the name
+  # it derives from its own (rabbit@<statefulset>-0.<domain>); nothing is asked of the Kubernetes API.
   cluster_formation.peer_discovery_backend = rabbit_peer_discovery_k8s
-  cluster_formation.k8s.host = kubernetes.default.svc.{{ .Values.clusterDomain }}
-  cluster_formation.k8s.address_type = hostname
-  cluster_formation.k8s.service_name = {{ $headless }}
-  cluster_formation.k8s.hostname_suffix = .{{ $nodeDomain }}
-  cluster_formation.node_cleanup.only_log_warning = true
   cluster_partition_handling = pause_minority
   definitions.import_backend = local_filesystem
   definitions.local.path = /var/run/rabbitmq-definitions/definitions.json
   listeners.tcp.default = 5672
   management.tcp.port = 15672
   prometheus.tcp.port = 15692
+  # The node's RAM is not what the container may use: the watermark is a fraction of the container's limit.
+  total_memory_available_override_value = {{ include "saga.rabbitmq.memoryBytes" .Values.rabbitmq.resources.limits.memory }}
   vm_memory_high_watermark.relative = {{ .Values.rabbitmq.memoryHighWatermark }}
   {{- if gt (int .Values.rabbitmq.replicas) 1 }}
   # A queue declared while only some nodes had joined grows to every node once they have.
@@ -69,4 +66,17 @@ write-definitions.sh: |
     "$DEFINITIONS_TEMPLATE" > "$DEFINITIONS_FILE.tmp"
   mv "$DEFINITIONS_FILE.tmp" "$DEFINITIONS_FILE"
   echo "definitions written for {{ len $users }} users"
+{{- end }}
+
+{{/* A Kubernetes memory quantity (768Mi, 1Gi, 805306368) in bytes, for RabbitMQ's memory settings. */}}
+{{- define "saga.rabbitmq.memoryBytes" -}}
+{{- $quantity := toString . }}
+{{- $units := dict "Ki" 1024 "Mi" 1048576 "Gi" 1073741824 "k" 1000 "M" 1000000 "G" 1000000000 }}
+{{- $match := regexFindAll "^([0-9]+)(Ki|Mi|Gi|k|M|G)?$" $quantity 1 }}
+{{- if not $match }}
+{{- fail (printf "rabbitmq.resources.limits.memory=%s: use a whole number with Ki, Mi, Gi, k, M or G" $quantity) }}
+{{- end }}
+{{- $unit := regexReplaceAll "^[0-9]+" $quantity "" }}
+{{- $number := regexReplaceAll "[A-Za-z]+$" $quantity "" | int64 }}
+{{- mul $number (get $units $unit | default 1) }}
 {{- end }}
