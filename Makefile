@@ -10,7 +10,7 @@ PACKAGES := -e services/common -e services/order -e services/customer -e 'servic
 PYTEST := $(BIN)/pytest
 
 .PHONY: help install run test test-unit test-integration test-e2e test-observability test-chart test-chaos \
-        test-fuzz test-perf bench lint format clean
+        test-fuzz test-perf bench lint format clean chart-readme
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -59,6 +59,10 @@ test-perf: $(INSTALLED) ## the benchmark's smoke run (a few seconds; figures com
 bench: $(INSTALLED) ## the benchmark: every scenario, the machine's limit, a 5-minute soak (about 12 minutes)
 	$(BIN)/saga-bench --scenarios closed-1x,open-100,open-300,closed-2x,hotspot,tracing,tracing-10%,cluster,soak
 
+chart-readme: $(INSTALLED) ## regenerate charts/saga/README.md (the table of values) from values.yaml
+	$(BIN)/python -m tests.chart.values_readme > charts/saga/README.md.tmp
+	mv charts/saga/README.md.tmp charts/saga/README.md
+
 lint: $(INSTALLED) ## ruff
 	$(BIN)/ruff check services tests
 	$(BIN)/ruff format --check services tests
@@ -72,7 +76,7 @@ clean: ## remove the virtualenv and caches
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
 # --- Kubernetes: images, kind, helm, skaffold (owned by the chart) ---
-# Needs Docker, kind, kubectl and helm (skaffold for skaffold-dev). See the README, "Deploy on kind".
+# Needs Docker, kind, kubectl and helm (skaffold for skaffold-dev). See docs/deploy-kind.md.
 KIND_CLUSTER ?= saga
 K8S_NAMESPACE ?= saga
 HELM_RELEASE ?= saga
