@@ -10,7 +10,7 @@ PACKAGES := -e services/common -e services/order -e services/customer -e 'servic
 PYTEST := $(BIN)/pytest
 
 .PHONY: help install run test test-unit test-integration test-e2e test-observability test-chart test-chaos \
-        test-fuzz test-perf bench lint format clean chart-readme
+        test-fuzz test-perf bench lint format clean chart-readme asyncapi
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -58,6 +58,10 @@ test-perf: $(INSTALLED) ## the benchmark's smoke run (a few seconds; figures com
 
 bench: $(INSTALLED) ## the benchmark: every scenario, the machine's limit, a 5-minute soak (about 12 minutes)
 	$(BIN)/saga-bench --scenarios closed-1x,open-100,open-300,closed-2x,hotspot,tracing,tracing-10%,cluster,soak
+
+asyncapi: $(INSTALLED) ## regenerate docs/asyncapi.yaml (the message contract, AsyncAPI 3.0) from the code
+	$(BIN)/python -m saga_common.asyncapi > docs/asyncapi.yaml.tmp
+	mv docs/asyncapi.yaml.tmp docs/asyncapi.yaml
 
 chart-readme: $(INSTALLED) ## regenerate charts/saga/README.md (the table of values) from values.yaml
 	$(BIN)/python -m tests.chart.values_readme > charts/saga/README.md.tmp
