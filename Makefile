@@ -10,7 +10,7 @@ PACKAGES := -e services/common -e services/order -e services/customer -e service
 PYTEST := $(BIN)/pytest
 
 .PHONY: help install run test test-unit test-integration test-e2e test-observability test-chart test-images test-chaos \
-        test-fuzz test-perf bench lint format clean
+        test-fuzz test-perf bench lint format clean chart-readme asyncapi
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -63,6 +63,14 @@ test-perf: $(INSTALLED) ## the benchmark's smoke run (a few seconds; figures com
 bench: $(INSTALLED) ## the benchmark: every scenario, the machine's limit, a 5-minute soak (about 12 minutes)
 	$(BIN)/saga-bench --scenarios closed-1x,open-100,open-300,closed-2x,hotspot,tracing,tracing-10%,cluster,soak
 
+asyncapi: $(INSTALLED) ## regenerate docs/asyncapi.yaml (the message contract, AsyncAPI 3.0) from the code
+	$(BIN)/python -m saga_common.asyncapi > docs/asyncapi.yaml.tmp
+	mv docs/asyncapi.yaml.tmp docs/asyncapi.yaml
+
+chart-readme: $(INSTALLED) ## regenerate charts/saga/README.md (the table of values) from values.yaml
+	$(BIN)/python -m tests.chart.values_readme > charts/saga/README.md.tmp
+	mv charts/saga/README.md.tmp charts/saga/README.md
+
 lint: $(INSTALLED) ## ruff
 	$(BIN)/ruff check services tests
 	$(BIN)/ruff format --check services tests
@@ -76,7 +84,7 @@ clean: ## remove the virtualenv and caches
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
 # --- Kubernetes: images, kind, helm, skaffold (owned by the chart) ---
-# Needs Docker, kind, kubectl and helm (skaffold for skaffold-dev). See the README, "Deploy on kind".
+# Needs Docker, kind, kubectl and helm (skaffold for skaffold-dev). See docs/deploy-kind.md.
 KIND_CLUSTER ?= saga
 K8S_NAMESPACE ?= saga
 HELM_RELEASE ?= saga

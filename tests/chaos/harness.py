@@ -14,8 +14,11 @@ infrastructure, customers written straight into its customer database, and the s
   - converge_s: from the end of the fault until no order created before it is still pending or cancelling;
   - every order the API accepted (201) is in a terminal state within CONVERGENCE_BOUND_S of the fault's
     end (any other order found in the database too: a request whose response was lost may have created one);
-  - duplicated effects: a second reservation for an order, a charge for an order that is not fulfilled,
-    a customer whose balance moved by more or less than its active reservations;
+  - duplicated effects and inconsistencies between the databases, judged by `saga_tools.invariants` (the
+    same invariants `sagactl reconcile` checks): a second reservation for an order, a charge for an order
+    that is rejected, cancelled or unknown, a fulfilled order without exactly one charge of its price, a
+    cancelled order never released; and a customer whose balance moved by more or less than its active
+    reservations;
   - money: sum(balances) + sum(active reservations) = the starting total; no balance below zero; and
     sum(balances) = starting total - sum(prices of the fulfilled orders), read from the other database;
   - nothing left in a dead-letter queue (or exactly what the scenario injected), nothing left in the
@@ -45,6 +48,7 @@ from saga_common.settings import to_libpq_url
 from saga_common.topology import CUSTOMER_SERVICE, ORDER_SERVICE
 from saga_dev.localstack import POSTGRES_URL, Databases, ServiceProcess, unique_name
 from saga_dev.rabbit_cluster import RabbitCluster
+from saga_tools import invariants
 from tests.support.load import LoadGenerator, LoadStats
 from tests.support.tcp_proxy import TcpProxy
 
@@ -530,9 +534,7 @@ class ScenarioRun:
                     "SELECT id, customer_id, total_price, status, rejection_reason, idempotency_key FROM orders"
                 )
             }
-            reservations = await customer_conn.fetch(
-                "SELECT order_id, customer_id, amount, status, reason FROM reservations"
-            )
+            snapshot = await invariants.load(order_conn, customer_conn)
             balances = {
                 int(r["id"]): r["balance"] for r in await customer_conn.fetch("SELECT id, balance FROM customers")
             }
@@ -569,35 +571,17 @@ class ScenarioRun:
         statuses = Counter(r["status"] for r in orders.values())
         figures.fulfilled, figures.rejected, figures.cancelled = (statuses[s] for s in TERMINAL)
 
-        # Duplicated effects, from the customer database held against the order database.
-        per_order: dict[int, list[Any]] = {}
-        for r in reservations:
-            per_order.setdefault(int(r["order_id"]), []).append(r)
+        # Duplicated effects and inconsistencies between the two databases: the invariants sagactl reconcile
+        # checks too (saga_tools.invariants), over every order and reservation.
         duplicated: list[str] = []
         inconsistent: list[str] = []
-        for order_id, rows in per_order.items():
-            if len(rows) > 1:
-                duplicated.append(f"order {order_id} has {len(rows)} reservations")
+        for violation in invariants.violations(snapshot.orders, snapshot.reservations):
+            text = f"order {violation.order_id}: {violation.problem}"
+            (duplicated if violation.kind in invariants.CHARGES else inconsistent).append(text)
         active_by_customer: Counter[int] = Counter()
-        for order_id, rows in per_order.items():
-            for r in rows:
-                if r["status"] == "active":
-                    active_by_customer[int(r["customer_id"])] += r["amount"]
-            order = orders.get(order_id)
-            active = [r for r in rows if r["status"] == "active"]
-            if order is None:
-                if active:
-                    duplicated.append(f"a charge for order {order_id}, which the order service does not know")
-                continue
-            if active and order["status"] != "fulfilled":
-                duplicated.append(f"order {order_id} is {order['status']} and its customer is still charged")
-            if order["status"] == "fulfilled" and (len(active) != 1 or active[0]["amount"] != order["total_price"]):
-                inconsistent.append(f"order {order_id} is fulfilled without exactly one charge of its price")
-            if order["status"] == "cancelled" and not any(r["status"] == "released" for r in rows):
-                inconsistent.append(f"order {order_id} is cancelled and its credit was never released")
-        for order_id, order in orders.items():
-            if order["status"] == "fulfilled" and order_id not in per_order:
-                inconsistent.append(f"order {order_id} is fulfilled and has no reservation")
+        for reservation in snapshot.reservations:
+            if reservation.status == "active":
+                active_by_customer[reservation.customer_id] += reservation.amount
         for customer, start in self.env.initial.items():
             moved = start - balances.get(customer, Decimal(0))
             if moved != active_by_customer.get(customer, Decimal(0)):

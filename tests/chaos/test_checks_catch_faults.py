@@ -75,7 +75,7 @@ async def test_the_checks_report_a_lost_order_a_double_charge_and_leftovers(chao
     assert figures.duplicated >= 2, text  # the double charge, and the charge of a cancelled order
     assert f"order {pending}" in text or "not terminal" in text
     assert f"customer {rich}: balance moved by 20" in text
-    assert f"order {cancelled} is cancelled and its credit was never released" in text
+    assert f"order {cancelled}: credit 7.00 held for a cancelled order" in text  # saga_tools.invariants
     assert "money" in text or "balances" in text
     assert "customer-service.dead-letter holds 1" in text
     assert "unsent for more than" in text

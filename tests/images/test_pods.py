@@ -129,7 +129,7 @@ def test_both_cronjobs_commands_exit_as_documented_against_the_live_stack(chart_
 class OrderPlacer(threading.Thread):
     """Places orders on the order pod until told to stop (at most `limit`); keeps the ids it got a 201 for."""
 
-    def __init__(self, order_url: str, limit: int = 300) -> None:
+    def __init__(self, order_url: str, limit: int = 800) -> None:
         super().__init__(daemon=True)
         self.order_url, self.limit = order_url, limit
         self.accepted: list[int] = []

@@ -8,6 +8,7 @@ link the saga panels to Jaeger.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from collections import Counter, defaultdict
@@ -38,6 +39,9 @@ pytestmark = pytest.mark.observability
 
 EXPECTED_DASHBOARDS = {"saga-overview.json", "order-service.json", "customer-service.json"}
 DATASOURCE_UIDS = {"prometheus", "jaeger"}
+OPERATIONS_HEADINGS = re.findall(
+    r"^#+ (.+)$", (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text(), flags=re.MULTILINE
+)
 SEVERITIES = {"critical", "warning", "info"}
 ALERTS = PROMETHEUS_DIR / "alerts.yaml"
 ALERT_TESTS = PROMETHEUS_DIR / "alerts_test.yaml"
@@ -106,8 +110,12 @@ def test_every_alert_has_severity_summary_description_and_runbook() -> None:
             if not str(annotations.get(key, "")).strip():
                 problems.append(f"{name}: annotation {key} is missing")
         runbook = str(annotations.get("runbook", ""))
-        if "README" not in runbook and "sagactl" not in runbook:
-            problems.append(f"{name}: the runbook annotation names neither a README section nor a sagactl command")
+        if "docs/operations.md" not in runbook and "sagactl" not in runbook:
+            problems.append(f"{name}: the runbook annotation names neither a docs/operations.md section nor sagactl")
+        for section in re.findall(r'docs/operations\.md, section "([^"]+)"', runbook):
+            topic = section.removeprefix("Operations: ")  # one heading covers "a service is down, broker outage, ..."
+            if not any(topic in heading for heading in OPERATIONS_HEADINGS):
+                problems.append(f"{name}: docs/operations.md has no section {section!r}")
     assert not problems, f"{ALERTS.name}:\n" + "\n".join(problems)
 
 

@@ -181,6 +181,11 @@ class DockerEngine:
                 check=True,
                 stdout=subprocess.DEVNULL,
             )
+            # debootstrap leaves the packages it downloaded and apt's lists behind: 80 MB nobody runs.
+            for leftovers in ("var/cache/apt/archives", "var/lib/apt/lists"):
+                for path in (rootfs / leftovers).glob("*"):
+                    if path.is_file():
+                        path.unlink()
             tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
             subprocess.run([DOCKER, "import", "-", LOCAL_DEBIAN_IMAGE], stdin=tar.stdout, env=self.env, check=True)
             if tar.wait() != 0:

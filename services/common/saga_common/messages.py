@@ -35,7 +35,8 @@ class PoisonMessage(Exception):
 class Event(BaseModel):
     """Envelope fields shared by every event; subclasses add their payload and their routing key."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    # Every field is on the wire (to_json dumps them all), so the published JSON schema requires them all.
+    model_config = ConfigDict(frozen=True, extra="ignore", json_schema_serialization_defaults_required=True)
     routing_key: ClassVar[str]
 
     message_id: uuid.UUID = Field(default_factory=uuid.uuid4)

@@ -1,4 +1,4 @@
-"""Every Prometheus metric the services expose, in one place (the README's metrics table mirrors it).
+"""Every Prometheus metric the services expose, in one place (docs/observability.md's metrics table mirrors it).
 
 Both services import this module, so both expose every name; a metric that belongs to the other side of
 the saga simply stays at zero. Prometheus adds the `service`/`pod` labels when it scrapes.

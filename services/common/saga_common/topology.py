@@ -69,28 +69,35 @@ class Topology:
             arguments |= {"x-overflow": "reject-publish", "x-dead-letter-strategy": "at-least-once"}
         return arguments | extra
 
+    def dead_letter_arguments(self) -> dict[str, object]:
+        return self._queue_arguments()
+
+    def work_arguments(self, service: str) -> dict[str, object]:
+        arguments = self._queue_arguments(
+            **{"x-dead-letter-exchange": "", "x-dead-letter-routing-key": self.queues(service).dead_letter}
+        )
+        if self.queue_type == "quorum":
+            arguments["x-delivery-limit"] = self.delivery_limit
+        return arguments
+
+    def retry_arguments(self, service: str, delay_ms: int | str) -> dict[str, object]:
+        return self._queue_arguments(
+            **{
+                "x-message-ttl": delay_ms,
+                "x-dead-letter-exchange": "",
+                "x-dead-letter-routing-key": self.queues(service).work,
+            }
+        )
+
     async def declare(self, channel: AbstractChannel) -> None:
         exchange = await channel.declare_exchange(self.exchange, aio_pika.ExchangeType.TOPIC, durable=True)
         for service, routing_keys in BINDINGS.items():
             names = self.queues(service)
-            await channel.declare_queue(names.dead_letter, durable=True, arguments=self._queue_arguments())
-            work_arguments = self._queue_arguments(
-                **{"x-dead-letter-exchange": "", "x-dead-letter-routing-key": names.dead_letter}
-            )
-            if self.queue_type == "quorum":
-                work_arguments["x-delivery-limit"] = self.delivery_limit
-            work = await channel.declare_queue(names.work, durable=True, arguments=work_arguments)
+            await channel.declare_queue(names.dead_letter, durable=True, arguments=self.dead_letter_arguments())
+            work = await channel.declare_queue(names.work, durable=True, arguments=self.work_arguments(service))
             for routing_key in routing_keys:
                 await work.bind(exchange, routing_key)
             for delay in self.retry_delays_ms:
                 await channel.declare_queue(
-                    names.retry(delay),
-                    durable=True,
-                    arguments=self._queue_arguments(
-                        **{
-                            "x-message-ttl": delay,
-                            "x-dead-letter-exchange": "",
-                            "x-dead-letter-routing-key": names.work,
-                        }
-                    ),
+                    names.retry(delay), durable=True, arguments=self.retry_arguments(service, delay)
                 )

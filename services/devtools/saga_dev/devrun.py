@@ -31,7 +31,7 @@ SEED_REQUEST = '{"customer_id": 1, "product_id": 1, "status": "pending", "quanti
 HOW_TO_GET_INFRASTRUCTURE = (
     "  - on Debian/Ubuntu: apt-get install postgresql rabbitmq-server (both start as services), or\n"
     "  - with Docker: docker compose -f docker/compose.yaml up -d postgres rabbitmq, or\n"
-    "  - on Kubernetes: make kind-up (everything in a kind cluster; see README 'Deploy on kind')."
+    "  - on Kubernetes: make kind-up (everything in a kind cluster; see docs/deploy-kind.md)."
 )
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0

@@ -1,12 +1,14 @@
 """Reconciliation: compare both databases, repair what the saga can repair itself, report the rest.
 
-What it looks for (only in sagas older than a grace period, so in-flight sagas are never touched):
+What it looks for (only in sagas older than a grace period, so in-flight sagas are never touched): the
+invariants of `saga_tools.invariants`, which the chaos tier checks too, and
   - credit held (an active reservation) for an order that is rejected or cancelled: re-send
     `order.cancelled`, the customer service releases it (repairable);
   - an order stuck in `cancelling`: re-send `order.cancelled`; releasing is idempotent, and the answer
     `credit.released` completes the cancellation (repairable);
-  - credit held for an order the order database does not know, or a fulfilled order whose credit is not
-    held: reported for a human (re-reserving credit could fail; releasing it could be wrong);
+  - credit held for an order the order database does not know, a fulfilled order whose credit is not held
+    (or not at its price), a cancelled order whose credit was never released: reported for a human
+    (re-reserving credit could fail; releasing it could be wrong);
   - orders pending past their deadline: reported (the order service's deadline sweeper rejects them).
 Repairs go through the order service's outbox, like any other event of the saga, so they are published and
 deduplicated the usual way (sagactl exports no spans: a repair is not part of the saga's trace). With
@@ -24,30 +26,22 @@ from saga_common.db import one_off_engine
 from saga_common.messages import OrderCancelled
 from saga_common.settings import redact_url, to_libpq_url
 from saga_common.unit_of_work import UnitOfWork
+from saga_tools import invariants
+from saga_tools.invariants import Kind
 
 RECONCILE_REASON = "reconciliation"
 FULFILLED_WINDOW_S = 7 * 86400  # how far back fulfilled orders are compared with their reservations
 STATEMENT_TIMEOUT_MS = 60_000  # a check that takes longer is stopped, not left to the Job's deadline
 
-_ACTIVE_RESERVATIONS = """
-    SELECT order_id, customer_id, amount FROM reservations
-    WHERE status = 'active' AND created_at < now() - make_interval(secs => $1)
-"""
-_ORDERS_BY_ID = "SELECT id, status, customer_id FROM orders WHERE id = ANY($1::bigint[])"
-_STUCK_CANCELLING = """
-    SELECT o.id, o.customer_id FROM orders o
-    WHERE o.status = 'cancelling' AND o.updated_at < now() - make_interval(secs => $1)
-      AND NOT EXISTS (SELECT 1 FROM outbox b WHERE b.order_id = o.id AND b.published_at IS NULL)
-"""
-_RECENT_FULFILLED = """
-    SELECT id, customer_id FROM orders
-    WHERE status = 'fulfilled' AND updated_at < now() - make_interval(secs => $1)
-      AND updated_at > now() - make_interval(secs => $2)
-"""
-_RESERVATION_STATUS = "SELECT order_id, status FROM reservations WHERE order_id = ANY($1::bigint[])"
-_OVERDUE_PENDING = (
-    "SELECT count(*) FROM orders WHERE status = 'pending' AND created_at < now() - make_interval(secs => $1)"
-)
+# What a human is told to do about each invariant reconcile cannot repair by itself.
+HUMAN_ACTIONS = {
+    Kind.CREDIT_FOR_UNKNOWN_ORDER: "none: check where this order came from, then release it by hand",
+    Kind.FULFILLED_WITHOUT_CREDIT: "none: reserve again by hand or cancel the order",
+    Kind.FULFILLED_WRONG_AMOUNT: "none: correct the reservation by hand",
+    Kind.CANCELLED_NOT_RELEASED: "none: check the customer's balance, then release by hand",
+    Kind.SECOND_RESERVATION: "none: a schema without its unique key; keep one reservation by hand",
+}
+REPAIRABLE = {Kind.CREDIT_FOR_ENDED_ORDER: "re-sent order.cancelled: the customer service releases the credit"}
 
 
 class DatabaseUnreachable(ConnectionError):
@@ -110,60 +104,30 @@ async def reconcile(
         raise
     try:
         resend: list[Finding] = []
+        snapshot = await invariants.load(orders, customers, older_than_s=grace_s, window_s=FULFILLED_WINDOW_S)
+        report.checked["active reservations"] = snapshot.active_reservations
+        ended = [order.status for order in snapshot.orders.values()]
+        report.checked["fulfilled orders"] = ended.count("fulfilled")
+        report.checked["cancelled orders"] = ended.count("cancelled")
+        for violation in invariants.violations(snapshot.orders, snapshot.reservations):
+            finding_of = (violation.problem, violation.order_id, violation.customer_id)
+            if violation.kind in REPAIRABLE:
+                resend.append(Finding(*finding_of, REPAIRABLE[violation.kind]))
+            else:
+                report.needs_attention.append(Finding(*finding_of, HUMAN_ACTIONS[violation.kind]))
 
-        held = await customers.fetch(_ACTIVE_RESERVATIONS, grace_s)
-        report.checked["active reservations"] = len(held)
-        known = {row["id"]: row for row in await orders.fetch(_ORDERS_BY_ID, [r["order_id"] for r in held])}
-        for reservation in held:
-            order = known.get(reservation["order_id"])
-            if order is None:
-                report.needs_attention.append(
-                    Finding(
-                        f"credit {reservation['amount']} held for an order the order database does not know",
-                        reservation["order_id"],
-                        reservation["customer_id"],
-                        "none: check where this order came from, then release it by hand",
-                    )
-                )
-            elif order["status"] in ("rejected", "cancelled"):
-                finding = Finding(
-                    f"credit {reservation['amount']} held for a {order['status']} order",
-                    order["id"],
-                    order["customer_id"],
-                    "re-sent order.cancelled: the customer service releases the credit",
-                )
-                resend.append(finding)
-
-        stuck = await orders.fetch(_STUCK_CANCELLING, grace_s)
+        stuck = await invariants.stuck_cancelling(orders, grace_s)
         report.checked["orders cancelling"] = len(stuck)
-        for order in stuck:
+        for order_id, customer_id in stuck:
             finding = Finding(
                 f"order cancelling for more than {grace_s:.0f}s",
-                order["id"],
-                order["customer_id"],
+                order_id,
+                customer_id,
                 "re-sent order.cancelled: its credit.released answer completes the cancellation",
             )
             resend.append(finding)
 
-        fulfilled = await orders.fetch(_RECENT_FULFILLED, grace_s, FULFILLED_WINDOW_S)
-        report.checked["fulfilled orders"] = len(fulfilled)
-        reservations = {
-            row["order_id"]: row["status"]
-            for row in await customers.fetch(_RESERVATION_STATUS, [o["id"] for o in fulfilled])
-        }
-        for order in fulfilled:
-            status = reservations.get(order["id"], "missing")
-            if status != "active":
-                report.needs_attention.append(
-                    Finding(
-                        f"fulfilled order whose reservation is {status}",
-                        order["id"],
-                        order["customer_id"],
-                        "none: reserve again by hand or cancel the order",
-                    )
-                )
-
-        overdue = await orders.fetchval(_OVERDUE_PENDING, deadline_s + grace_s)
+        overdue = await invariants.overdue_pending(orders, deadline_s + grace_s)
         report.checked["orders pending past their deadline"] = overdue
         if overdue:
             report.needs_attention.append(

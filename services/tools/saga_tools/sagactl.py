@@ -5,8 +5,8 @@
     sagactl reconcile [--dry-run]         find and repair inconsistencies between the two databases
     sagactl prune [--dry-run]             retention of sent outbox rows and old inbox records
 
-Tables by default, `--json` for scripts. Where to find things comes from the environment (see README,
-"Operations"): ORDER_SERVICE_URL, ORDER_DATABASE_URL, CUSTOMER_DATABASE_URL, RABBITMQ_BROKER_URL, and
+Tables by default, `--json` for scripts. Where to find things comes from the environment (see
+docs/configuration.md): ORDER_SERVICE_URL, ORDER_DATABASE_URL, CUSTOMER_DATABASE_URL, RABBITMQ_BROKER_URL, and
 the services' own SAGA_* retention and deadline settings. Exit codes: 0 done, 1 error, 3 needs a human.
 """
 
