@@ -14,7 +14,12 @@ with what else the machine runs.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
+import os
+import secrets
+import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -91,6 +96,9 @@ class ChartOnDocker:
             await conn.close()
 
     def prepare_broker(self) -> None:
+        """Import the chart's RabbitMQ definitions, as every broker node does at boot, into the local RabbitMQ:
+        the vhost, the services' users (password hashes made as the init container makes them, from the
+        rendered Secrets), their permissions and topic permissions, and whatever topology they carry."""
         config_maps = [cm for cm in self.rendered.of_kind("ConfigMap") if "definitions.template.json" in cm["data"]]
         assert len(config_maps) == 1, "one RabbitMQ definitions template in the chart"
         definitions = json.loads(config_maps[0]["data"]["definitions.template.json"])
@@ -103,47 +111,26 @@ class ChartOnDocker:
         workload = Workload(statefulset, template["metadata"], template["spec"])
         init = next(c for c in template["spec"]["initContainers"] if c["name"] == "write-definitions")
         passwords = self.kubelet.env_of(workload, init, statefulset["metadata"]["name"] + "-0")
-        (vhost,) = [v["name"] for v in definitions["vhosts"]]
-        rabbitmqctl("add_vhost", vhost)
-        self.vhost = vhost
-        administrators = set()
+        # The administrator stays out: none of our pods uses it, and the machine's broker is not ours to run.
+        administrators = {u["name"] for u in definitions["users"] if "administrator" in u.get("tags", [])}
+        definitions["users"] = [u for u in definitions["users"] if u["name"] not in administrators]
         for user in definitions["users"]:
-            if "administrator" in user.get("tags", []):
-                administrators.add(user["name"])
-                continue
             password = passwords[user["name"].upper().replace("-", "_") + "_PASSWORD"]
-            try:
-                rabbitmqctl("add_user", user["name"], password)
-            except RuntimeError as exc:
-                if "already exists" not in str(exc):
-                    raise
-                rabbitmqctl("change_password", user["name"], password)  # left by an interrupted run
-            self.rabbit_users.append(user["name"])
-        for permission in definitions["permissions"]:
-            if permission["user"] in administrators:
-                continue
-            rabbitmqctl(
-                "set_permissions",
-                "-p",
-                permission["vhost"],
-                permission["user"],
-                permission["configure"],
-                permission["write"],
-                permission["read"],
-            )
-        for permission in definitions.get("topic_permissions", []):
-            if permission["user"] in administrators:
-                continue
-            rabbitmqctl(
-                "set_topic_permissions",
-                "-p",
-                permission["vhost"],
-                permission["user"],
-                permission["exchange"],
-                permission["write"],
-                permission["read"],
-            )
-        self.say(f"  rabbitmq: vhost {vhost}, users {', '.join(self.rabbit_users)} with the chart's permissions")
+            user["password_hash"] = rabbit_password_hash(password)
+        for key in ("permissions", "topic_permissions"):
+            definitions[key] = [p for p in definitions.get(key, []) if p["user"] not in administrators]
+        (vhost,) = [v["name"] for v in definitions["vhosts"]]
+        self.vhost = vhost
+        self.rabbit_users = [u["name"] for u in definitions["users"]]
+        with tempfile.NamedTemporaryFile("w", suffix=".json") as file:
+            json.dump(definitions, file)
+            file.flush()
+            os.chmod(file.name, 0o644)  # rabbitmqctl runs as the rabbitmq user
+            rabbitmqctl("import_definitions", file.name)
+        topology = ", ".join(f"{len(definitions.get(k, []))} {k}" for k in ("exchanges", "queues", "bindings"))
+        self.say(
+            f"  rabbitmq: vhost {vhost}, users {', '.join(self.rabbit_users)}, {topology} (the chart's definitions)"
+        )
 
     def teardown(self) -> None:
         self.kubelet.cleanup()
@@ -211,6 +198,13 @@ class ChartOnDocker:
     def port_of(self, component: str) -> int:
         workload = next(w for w in self.ours("Deployment") if w.component == component)
         return int(workload.spec["containers"][0]["ports"][0]["containerPort"])
+
+
+def rabbit_password_hash(password: str) -> str:
+    """rabbit_password_hashing_sha256, as the chart's write-definitions script computes it with erl:
+    base64(salt ++ sha256(salt ++ password)) with a random 4-byte salt."""
+    salt = secrets.token_bytes(4)
+    return base64.b64encode(salt + hashlib.sha256(salt + password.encode()).digest()).decode()
 
 
 def check_temporary_directory(pod: RunningContainer) -> None:
