@@ -41,7 +41,6 @@ from typing import Any
 import aio_pika
 import asyncpg
 
-from saga_common.settings import to_libpq_url
 from saga_common.topology import CUSTOMER_SERVICE, ORDER_SERVICE
 from tests.support.infra import POSTGRES_URL, Databases, unique_name
 from tests.support.load import LoadGenerator, LoadStats
@@ -203,7 +202,7 @@ class ChaosEnvironment:
         return env
 
     async def _seed_customers(self, rich: int, poor: int) -> None:
-        conn = await asyncpg.connect(to_libpq_url(self.databases.customer_url))
+        conn = await asyncpg.connect(self.databases.customer_url)
         try:
             for count, balance, ids in ((rich, RICH_BALANCE, self.rich), (poor, POOR_BALANCE, self.poor)):
                 for _ in range(count):
@@ -274,10 +273,10 @@ class ChaosEnvironment:
     # Direct access (never through the proxies) for the checks.
 
     async def order_db(self) -> asyncpg.Connection:
-        return await asyncpg.connect(to_libpq_url(self.databases.order_url), timeout=5)
+        return await asyncpg.connect(self.databases.order_url, timeout=5)
 
     async def customer_db(self) -> asyncpg.Connection:
-        return await asyncpg.connect(to_libpq_url(self.databases.customer_url), timeout=5)
+        return await asyncpg.connect(self.databases.customer_url, timeout=5)
 
     @contextlib.asynccontextmanager
     async def broker(self) -> Any:

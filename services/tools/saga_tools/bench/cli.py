@@ -207,9 +207,7 @@ async def run_baseline_scenario(duration_s: float) -> dict[str, float]:
     try:
         import asyncpg
 
-        from saga_common.settings import to_libpq_url
-
-        conn = await asyncpg.connect(to_libpq_url(env.databases.customer_url))
+        conn = await asyncpg.connect(env.databases.customer_url)
         try:
             customers = [
                 await conn.fetchval("INSERT INTO customers (name, balance) VALUES ('baseline', 1e9) RETURNING id")

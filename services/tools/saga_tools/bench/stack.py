@@ -12,7 +12,6 @@ from pathlib import Path
 import asyncpg
 import httpx
 
-from saga_common.settings import to_libpq_url
 from saga_tools.localstack import SagaEnvironment, ServiceProcess
 
 # The services run as they would in production, except for INFO logs (a JSON line per saga step, which
@@ -99,7 +98,7 @@ def _cpu_s(process: ServiceProcess) -> float:
 
 async def outcomes(order_database_url: str, order_ids: list[int], timeout_s: float) -> dict[int, tuple[str, float]]:
     """Wait (bounded) until every order is terminal; return id -> (status, completed_at as epoch seconds)."""
-    conn = await asyncpg.connect(to_libpq_url(order_database_url))
+    conn = await asyncpg.connect(order_database_url)
     try:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
