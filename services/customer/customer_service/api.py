@@ -22,9 +22,9 @@ BeforeId = Annotated[int | None, Query(gt=0, le=2**63 - 1, description="Page on:
 @router.post("/customers/", status_code=status.HTTP_201_CREATED, response_model=CustomerOut, include_in_schema=False)
 async def create_customer(body: CustomerCreate, db: DatabaseDep, response: Response) -> CustomerOut:
     async with db.unit_of_work() as uow:
-        row = await customers.create(uow.conn, body)
-    response.headers["Location"] = f"/customers/{row.id}"
-    return customers.to_customer(row)
+        customer = customers.to_customer(await customers.create(uow.conn, body))
+    response.headers["Location"] = f"/customers/{customer.id}"
+    return customer
 
 
 @router.get("/customers", response_model=list[CustomerOut], summary="List customers, newest first")
