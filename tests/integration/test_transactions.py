@@ -11,6 +11,7 @@ from decimal import Decimal
 import asyncpg
 import pytest
 
+import saga_common.db
 from order_service.settings import OrderSettings
 from saga_common.db import Database, create_pool
 from saga_common.messages import OrderCreated
@@ -175,3 +176,16 @@ async def test_callbacks_run_after_the_commit_and_never_after_a_rollback(saga_en
             uow.after_commit(lambda: ran.append("rolled back"))
             raise RuntimeError
     assert ran == ["committed"]
+
+
+async def test_with_every_connection_taken_a_request_waits_at_most_the_acquire_timeout(one_connection_db, monkeypatch):
+    # A saturated pool must end in an error the API maps to 503, never in a wait without end.
+    monkeypatch.setattr(saga_common.db, "ACQUIRE_TIMEOUT_S", 0.3)
+    async with one_connection_db.connection():
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            async with one_connection_db.unit_of_work():
+                pass
+        assert time.monotonic() - started < 3
+    async with one_connection_db.unit_of_work() as uow:  # and the pool is fine afterwards
+        assert await uow.conn.fetchval("SELECT 1") == 1
