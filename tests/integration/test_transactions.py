@@ -15,6 +15,7 @@ import saga_common.db
 from order_service.settings import OrderSettings
 from saga_common.db import Database, create_pool
 from saga_common.messages import OrderCreated
+from saga_common.web import DATABASE_UNAVAILABLE
 from tests.integration.test_consumer import wait_for
 from tests.support.tcp_proxy import TcpProxy
 
@@ -188,4 +189,30 @@ async def test_with_every_connection_taken_a_request_waits_at_most_the_acquire_t
                 pass
         assert time.monotonic() - started < 3
     async with one_connection_db.unit_of_work() as uow:  # and the pool is fine afterwards
+        assert await uow.conn.fetchval("SELECT 1") == 1
+
+
+@pytest.mark.parametrize("next_step", ["statement", "commit"])
+@pytest.mark.parametrize("pause_s", [0, 0.0005, 0.002, 0.01, 0.1])
+async def test_a_connection_the_server_drops_mid_transaction_fails_with_an_error_the_api_answers_503(
+    saga_env, one_connection_db, pause_s, next_step
+):
+    # What a PostgreSQL restart does to a transaction in flight: the server ends the session between two
+    # statements (SIGTERM, "terminating connection due to administrator command"). Whatever asyncpg raises
+    # then, depending on what of the server's farewell it has read, is an outage, not a bug: 503.
+    row = uuid.uuid4()
+    admin = await asyncpg.connect(saga_env.databases.order_url)
+    try:
+        with pytest.raises(Exception) as raised:
+            async with one_connection_db.unit_of_work() as uow:
+                await uow.conn.execute(INSERT, row)
+                await admin.execute("SELECT pg_terminate_backend($1)", uow.conn.get_server_pid())
+                await asyncio.sleep(pause_s)
+                if next_step == "statement":
+                    await uow.conn.execute(INSERT, uuid.uuid4())
+        assert isinstance(raised.value, DATABASE_UNAVAILABLE), repr(raised.value)
+    finally:
+        await admin.close()
+    assert not await committed(saga_env.databases.order_url, row)
+    async with one_connection_db.unit_of_work() as uow:  # the pool replaced the connection
         assert await uow.conn.fetchval("SELECT 1") == 1

@@ -34,8 +34,9 @@ ACQUIRE_TIMEOUT_S = 10.0
 
 
 def create_pool(settings: ServiceSettings) -> asyncpg.Pool:
-    """The process's pool, to be initialised with `await pool`. It opens connections on first use (a service
-    starts while its database is down) and keeps up to `SAGA_DB_POOL_SIZE` of them."""
+    """The process's pool, to be initialised with `await pool`: up to `SAGA_DB_POOL_SIZE` connections, opened
+    on first use (a service starts while its database is down), closed after 5 minutes idle (asyncpg's
+    default)."""
     if tracing_enabled():
         from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
 
@@ -61,6 +62,10 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     cursor outside a transaction, and LISTEN lives on a connection of its own (`notifications.py`)."""
 
 
+class ConnectionLost(ConnectionError):
+    """The server ended the session while a unit of work was using it."""
+
+
 class Database:
     """A service's database: the pool, reads on a pooled connection, writes in a unit of work."""
 
@@ -84,10 +89,16 @@ class Database:
     async def unit_of_work(self) -> AsyncIterator[UnitOfWork]:
         """One transaction on a pooled connection: committed with the events the block emitted when it
         ends, rolled back (events included) when it raises or is cancelled."""
-        async with self.connection() as conn, _UntracedBoundaries(conn.transaction()):
-            uow = UnitOfWork(conn)
-            yield uow
-            await write_events(conn, uow.events, exchange=self.exchange)
+        try:
+            async with self.connection() as conn, _UntracedBoundaries(conn.transaction()):
+                uow = UnitOfWork(conn)
+                yield uow
+                await write_events(conn, uow.events, exchange=self.exchange)
+        except asyncpg.exceptions.InternalClientError as exc:
+            # A COMMIT (or BEGIN, ROLLBACK) sent after the server ended the session, before asyncpg read
+            # that it did (a PostgreSQL restart): asyncpg's protocol refuses to switch state. The pool
+            # discards such a connection; for the caller it is a lost connection, not a bug.
+            raise ConnectionLost(f"the database session ended under the transaction ({exc})") from exc
         uow.committed()
         if uow.events and self.on_events_committed is not None:
             self.on_events_committed()
