@@ -44,7 +44,6 @@ from typing import Any
 import aio_pika
 import asyncpg
 
-from saga_common.settings import to_libpq_url
 from saga_common.topology import CUSTOMER_SERVICE, ORDER_SERVICE
 from saga_dev.localstack import POSTGRES_URL, Databases, ServiceProcess, unique_name
 from saga_dev.rabbit_cluster import RabbitCluster
@@ -206,7 +205,7 @@ class ChaosEnvironment:
         return env
 
     async def _seed_customers(self, rich: int, poor: int) -> None:
-        conn = await asyncpg.connect(to_libpq_url(self.databases.customer_url))
+        conn = await asyncpg.connect(self.databases.customer_url)
         try:
             for count, balance, ids in ((rich, RICH_BALANCE, self.rich), (poor, POOR_BALANCE, self.poor)):
                 for _ in range(count):
@@ -277,10 +276,10 @@ class ChaosEnvironment:
     # Direct access (never through the proxies) for the checks.
 
     async def order_db(self) -> asyncpg.Connection:
-        return await asyncpg.connect(to_libpq_url(self.databases.order_url), timeout=5)
+        return await asyncpg.connect(self.databases.order_url, timeout=5)
 
     async def customer_db(self) -> asyncpg.Connection:
-        return await asyncpg.connect(to_libpq_url(self.databases.customer_url), timeout=5)
+        return await asyncpg.connect(self.databases.customer_url, timeout=5)
 
     @contextlib.asynccontextmanager
     async def broker(self) -> Any:

@@ -11,7 +11,6 @@ import pytest
 from aio_pika.abc import AbstractIncomingMessage
 
 from saga_common.messages import EVENT_TYPES, OrderFulfilled
-from saga_common.settings import to_libpq_url
 from saga_common.topology import CUSTOMER_SERVICE, ORDER_SERVICE
 from saga_dev.localstack import SagaEnvironment
 from tests.support.broker import broker_tool, default_topology
@@ -45,7 +44,7 @@ async def test_real_messages_fit_the_asyncapi_document(saga_env: SagaEnvironment
         "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
         "SAGA_RETRY_DELAYS_MS": f"[{RETRY_DELAY_MS}]",
     }
-    conn = await asyncpg.connect(to_libpq_url(saga_env.databases.customer_url))
+    conn = await asyncpg.connect(saga_env.databases.customer_url)
     topology = default_topology(retry_delays_ms=(RETRY_DELAY_MS,))
     async with broker_tool(saga_env.broker_url, topology) as broker, broker.capture() as capture:
         with both_services(saga_env, env) as services:

@@ -11,7 +11,6 @@ import asyncpg
 import httpx
 import pytest
 
-from saga_common.settings import to_libpq_url
 from saga_dev.localstack import SagaEnvironment, ServiceProcess
 from tests.support.broker import broker_tool
 from tests.support.saga_client import TERMINAL, SagaClient, money_of
@@ -19,7 +18,7 @@ from tests.support.sagactl import sagactl, sagactl_json
 
 
 async def sql(database_url: str, query: str, *args):
-    conn = await asyncpg.connect(to_libpq_url(database_url))
+    conn = await asyncpg.connect(database_url)
     try:
         return await conn.fetch(query, *args)
     finally:
@@ -176,7 +175,7 @@ async def test_a_dead_letter_is_listed_with_its_reason_and_replay_finishes_its_s
     failing = {"SAGA_MAX_ATTEMPTS": "3", "SAGA_RETRY_DELAYS_MS": "[100]"}
     async with Saga(saga_env, customer_env=failing) as (saga, client):
         customer = await client.create_customer("100.00")
-        conn = await asyncpg.connect(to_libpq_url(saga_env.databases.customer_url))
+        conn = await asyncpg.connect(saga_env.databases.customer_url)
         try:
             await conn.execute(FAIL_RESERVATIONS)  # a bug ships
             order = await client.create_order(customer, "25.00")

@@ -8,14 +8,13 @@ import time
 import asyncpg
 import httpx
 
-from saga_common.settings import to_libpq_url
 from saga_dev.localstack import ServiceProcess, unique_name
 
 
 async def _role_without_table_privileges(database_url: str) -> tuple[str, str]:
     """A login role that may connect and read, but not lock or write the outbox (seen in a real deployment)."""
     role = unique_name("readonly")
-    conn = await asyncpg.connect(to_libpq_url(database_url))
+    conn = await asyncpg.connect(database_url)
     try:
         await conn.execute(f"CREATE ROLE {role} LOGIN")
         await conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
@@ -26,7 +25,7 @@ async def _role_without_table_privileges(database_url: str) -> tuple[str, str]:
 
 
 async def _drop_role(database_url: str, role: str) -> None:
-    conn = await asyncpg.connect(to_libpq_url(database_url))
+    conn = await asyncpg.connect(database_url)
     try:
         await conn.execute(f"DROP OWNED BY {role}")
         await conn.execute(f"DROP ROLE {role}")

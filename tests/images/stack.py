@@ -26,7 +26,6 @@ from typing import Any
 
 import asyncpg
 
-from saga_common.settings import to_libpq_url
 from saga_dev.localstack import POSTGRES_URL, free_port, rabbitmqctl, unique_name
 from tests.chart.saga_chart import Rendered, Workload, render
 from tests.support.kubelet import Kubelet, PodFailed, RunningContainer
@@ -86,7 +85,7 @@ class ChartOnDocker:
             self.say(f"  postgres: role {values['POSTGRES_USER']}, database {values['POSTGRES_DB']} ({workload.name})")
 
     async def _create_database(self, user: str, password: str, database: str) -> None:
-        conn = await asyncpg.connect(to_libpq_url(f"{POSTGRES_URL}/postgres"))
+        conn = await asyncpg.connect(f"{POSTGRES_URL}/postgres")
         try:
             await conn.execute(f'CREATE ROLE "{user}" LOGIN PASSWORD $${password}$$')
             self.roles.append(user)
@@ -141,7 +140,7 @@ class ChartOnDocker:
         asyncio.run(self._drop())
 
     async def _drop(self) -> None:
-        conn = await asyncpg.connect(to_libpq_url(f"{POSTGRES_URL}/postgres"))
+        conn = await asyncpg.connect(f"{POSTGRES_URL}/postgres")
         try:
             for database in self.databases:
                 await conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')

@@ -11,7 +11,6 @@ import pytest
 from customer_service.handlers import on_order_created
 from saga_common.consumer import ATTEMPT_HEADER, CATEGORY_HEADER, REASON_HEADER, ROUTING_KEY_HEADER, SOURCE_QUEUE_HEADER
 from saga_common.messages import OrderCreated
-from saga_common.settings import to_libpq_url
 from saga_common.topology import CUSTOMER_SERVICE
 from tests.support.broker import broker_tool, default_topology
 
@@ -19,7 +18,7 @@ DEAD_LETTER = "customer-service.dead-letter"
 
 
 async def customer_db(saga_env) -> asyncpg.Connection:
-    return await asyncpg.connect(to_libpq_url(saga_env.databases.customer_url))
+    return await asyncpg.connect(saga_env.databases.customer_url)
 
 
 async def new_customer(saga_env, balance: str) -> int:

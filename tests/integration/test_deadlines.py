@@ -13,7 +13,6 @@ from order_service.jobs import expire_overdue_orders
 from order_service.schemas import OrderCreate
 from order_service.timeline import timeline_of
 from saga_common.messages import OrderCreated
-from saga_common.settings import to_libpq_url
 from saga_common.topology import CUSTOMER_SERVICE, ORDER_SERVICE
 from tests.integration.test_consumer import new_customer, reservations_for, wait_for
 
@@ -21,11 +20,11 @@ from tests.integration.test_consumer import new_customer, reservations_for, wait
 async def place_order(runtime, customer_id: int, price: str, deadline_s: float) -> int:
     """What POST /orders/ does, without HTTP: the order and its order.created in one transaction."""
     body = OrderCreate(customer_id=customer_id, product_id=1, quantity=1, total_price=Decimal(price))
-    async with runtime.uow.begin() as tx:
+    async with runtime.db.unit_of_work() as uow:
         row = await orders.insert_order(
-            tx.db, body, idempotency_key=None, fingerprint=hashlib.sha256(b"x").hexdigest(), trace_parent=None
+            uow.conn, body, idempotency_key=None, fingerprint=hashlib.sha256(b"x").hexdigest(), trace_parent=None
         )
-        tx.emit(
+        uow.emit(
             OrderCreated(
                 order_id=row.id,
                 customer_id=customer_id,
@@ -37,12 +36,12 @@ async def place_order(runtime, customer_id: int, price: str, deadline_s: float) 
 
 
 async def order_row(runtime, order_id: int):
-    async with runtime.uow.read() as db:
-        return await orders.get(db, order_id)
+    async with runtime.db.connection() as conn:
+        return await orders.get(conn, order_id)
 
 
 async def balance_of(saga_env, customer_id: int) -> Decimal:
-    conn = await asyncpg.connect(to_libpq_url(saga_env.databases.customer_url))
+    conn = await asyncpg.connect(saga_env.databases.customer_url)
     try:
         return await conn.fetchval("SELECT balance FROM customers WHERE id = $1", customer_id)
     finally:
@@ -100,7 +99,7 @@ async def test_credit_reserved_after_the_deadline_is_released(saga_env, runtimes
             await wait_for(released, timeout=10)
             await asyncio.sleep(0.3)
             row = await order_row(order, order_id)
-            async with order.engine.connect() as conn:
+            async with order.db.connection() as conn:
                 steps = [step.step for step in (await timeline_of(conn, row)).steps]
     assert (row.status, row.rejection_reason) == ("rejected", "timeout")
     assert await balance_of(saga_env, customer) == Decimal("100.00")

@@ -8,12 +8,11 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy.ext.asyncio import create_async_engine
 
 import customer_service.models
 import order_service.models
 from saga_common.db import drop_database, ensure_database
-from saga_common.settings import to_asyncpg_url
+from saga_common.migrations import migration_engine
 from saga_dev.localstack import POSTGRES_URL, unique_name
 
 SERVICES = {"order-service": order_service.models.Base, "customer-service": customer_service.models.Base}
@@ -22,7 +21,7 @@ SERVICES = {"order-service": order_service.models.Base, "customer-service": cust
 @pytest.mark.parametrize(("service", "base"), SERVICES.items())
 async def test_the_migrations_build_exactly_the_models(saga_env, service, base):
     url = saga_env.databases.order_url if service == "order-service" else saga_env.databases.customer_url
-    engine = create_async_engine(to_asyncpg_url(url))
+    engine = migration_engine(url)
 
     def compare(conn):
         return compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), base.metadata)

@@ -8,10 +8,9 @@ import asyncpg
 import orjson
 import pytest
 
+from saga_common.db import Database
 from saga_common.messages import OrderCreated
-from saga_common.settings import to_libpq_url
 from saga_common.topology import ORDER_SERVICE
-from saga_common.unit_of_work import UnitOfWork
 from tests.support.broker import broker_tool
 
 
@@ -20,7 +19,7 @@ def order_created(order_id: int) -> OrderCreated:
 
 
 async def unsent_and_sent(database_url: str) -> tuple[int, int]:
-    conn = await asyncpg.connect(to_libpq_url(database_url))
+    conn = await asyncpg.connect(database_url)
     try:
         row = await conn.fetchrow(
             "SELECT count(*) FILTER (WHERE published_at IS NULL) AS unsent,"
@@ -36,18 +35,18 @@ async def test_committed_events_are_published_and_rolled_back_ones_never(saga_en
         # A poll interval far longer than the test, and rows written by another unit of work (as another
         # process would): only PostgreSQL's NOTIFY can wake the relay in time.
         async with runtimes(ORDER_SERVICE, consume=False, outbox_poll_interval_s=60) as runtime:
-            writer = UnitOfWork(runtime.engine, exchange="saga.events")
+            writer = Database(runtime.pool, exchange="saga.events")
             committed = [order_created(n) for n in range(1, 6)]
             rolled_back = [order_created(n) for n in range(100, 103)]
             await asyncio.sleep(0.3)  # the LISTEN connection is up
             started = time.monotonic()
-            async with writer.begin() as tx:
+            async with writer.unit_of_work() as uow:
                 for event in committed:
-                    tx.emit(event)
+                    uow.emit(event)
             with pytest.raises(RuntimeError, match="business rule failed"):
-                async with writer.begin() as tx:
+                async with writer.unit_of_work() as uow:
                     for event in rolled_back:
-                        tx.emit(event)
+                        uow.emit(event)
                     raise RuntimeError("business rule failed")
             await capture.collect(len(committed), timeout=5)
             elapsed = time.monotonic() - started
@@ -71,8 +70,8 @@ async def test_committed_events_are_published_and_rolled_back_ones_never(saga_en
 async def test_rows_written_while_the_broker_is_unreachable_are_published_later(saga_env, runtimes):
     # The order API keeps accepting orders without a broker: the outbox holds them until it is back.
     async with runtimes(ORDER_SERVICE, consume=False, rabbitmq_broker_url="amqp://guest:guest@127.0.0.1:1/") as offline:
-        async with offline.uow.begin() as tx:
-            tx.emit(order_created(1))
+        async with offline.db.unit_of_work() as uow:
+            uow.emit(order_created(1))
         await asyncio.sleep(0.5)
         assert await unsent_and_sent(saga_env.databases.order_url) == (1, 0)
     async with broker_tool(saga_env.broker_url) as broker, broker.capture("order.created") as capture:
@@ -92,9 +91,9 @@ async def test_two_relays_share_the_outbox_without_publishing_a_row_twice(saga_e
 
             async def write(offset: int) -> None:
                 for start in range(offset, offset + total // 2, 10):
-                    async with first.uow.begin() as tx:
+                    async with first.db.unit_of_work() as uow:
                         for n in range(start, start + 10):
-                            tx.emit(order_created(n + 1))
+                            uow.emit(order_created(n + 1))
 
             await asyncio.gather(write(0), write(total // 2))
             await capture.collect(total, timeout=20)

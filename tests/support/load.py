@@ -29,8 +29,6 @@ from decimal import Decimal
 import asyncpg
 import httpx
 
-from saga_common.settings import to_libpq_url
-
 
 @dataclass(frozen=True)
 class Placed:
@@ -90,7 +88,7 @@ class LoadGenerator:
         if not order_urls:
             raise ValueError("at least one order service URL")
         self.order_urls = order_urls
-        self.order_dsn = to_libpq_url(order_database_url)
+        self.order_dsn = order_database_url
         self.rich = rich_customers
         self.poor = poor_customers
         self.rate = rate

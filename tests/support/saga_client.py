@@ -13,7 +13,6 @@ from typing import Any
 import asyncpg
 import httpx
 
-from saga_common.settings import to_libpq_url
 from saga_dev.localstack import ServiceProcess
 
 SEED_ORDER = {"customer_id": 1, "product_id": 1, "status": "pending", "quantity": 1, "total_price": 50.0}
@@ -71,7 +70,7 @@ class SagaClient:
 
 async def money_of(customer_database_url: str, customer_ids: list[int] | None = None) -> dict[str, Decimal]:
     """Balances and active reservations, summed (over some customers, or all)."""
-    conn = await asyncpg.connect(to_libpq_url(customer_database_url))
+    conn = await asyncpg.connect(customer_database_url)
     try:
         where = "WHERE id = ANY($1::bigint[])" if customer_ids else ""
         args = [customer_ids] if customer_ids else []

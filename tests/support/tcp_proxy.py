@@ -37,6 +37,7 @@ class ProxyStats:
     reset: int = 0
     bytes_up: int = 0
     bytes_down: int = 0
+    bytes_held_up: int = 0  # client bytes a partition is holding back from the target
 
 
 @dataclass(eq=False)
@@ -179,6 +180,8 @@ class TcpProxy:
                 if not data:
                     break
                 # Holding the chunk (and reading no more) is what a silent network looks like to both ends.
+                if up and not self._flowing.is_set():
+                    self.stats.bytes_held_up += len(data)
                 await self._flowing.wait()
                 if pair not in self._pairs:
                     return

@@ -7,31 +7,31 @@ from order_service.models import OrderStatus as S
 
 
 def test_the_happy_path_and_the_compensation():
-    assert saga.on_credit_reserved(S.PENDING) == saga.Decision(S.FULFILLED)
+    assert saga.on_order_fulfilled(S.PENDING) == saga.Decision(S.FULFILLED)
     assert saga.on_cancel_request(S.FULFILLED) == saga.Decision(S.CANCELLING)
     assert saga.on_credit_released(S.CANCELLING) == saga.Decision(S.CANCELLED)
 
 
 def test_rejection_keeps_its_reason():
-    assert saga.on_credit_rejected(S.PENDING, "insufficient_balance") == saga.Decision(
+    assert saga.on_order_rejected(S.PENDING, "insufficient_balance") == saga.Decision(
         S.REJECTED, reason="insufficient_balance"
     )
 
 
 @pytest.mark.parametrize("status", [S.REJECTED, S.CANCELLED])
 def test_a_reservation_for_an_order_nobody_wants_is_compensated(status):
-    decision = saga.on_credit_reserved(status)
+    decision = saga.on_order_fulfilled(status)
     assert decision.compensate and decision.new_status is None
 
 
 @pytest.mark.parametrize("status", [S.FULFILLED, S.CANCELLING])
 def test_a_repeated_reservation_changes_nothing(status):
-    assert not saga.on_credit_reserved(status).changes_anything
+    assert not saga.on_order_fulfilled(status).changes_anything
 
 
 @pytest.mark.parametrize("status", [S.FULFILLED, S.REJECTED, S.CANCELLING, S.CANCELLED])
 def test_a_late_rejection_changes_nothing(status):
-    assert not saga.on_credit_rejected(status, "timeout").changes_anything
+    assert not saga.on_order_rejected(status, "timeout").changes_anything
 
 
 @pytest.mark.parametrize("status", [S.PENDING, S.FULFILLED, S.REJECTED, S.CANCELLED])

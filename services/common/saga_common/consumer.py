@@ -26,14 +26,15 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 
 from saga_common import inbox, metrics, tracing
 from saga_common.broker import Broker, Session
+from saga_common.db import Database
 from saga_common.logs import current_order_id
 from saga_common.messages import Event, PoisonMessage, decode
 from saga_common.topology import ServiceQueues
-from saga_common.unit_of_work import Transaction, UnitOfWork
+from saga_common.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[Transaction, Any], Awaitable[None]]
+Handler = Callable[[UnitOfWork, Any], Awaitable[None]]
 
 # Headers this project adds to retried and dead-lettered copies.
 ATTEMPT_HEADER = "x-saga-attempt"
@@ -70,7 +71,7 @@ class Consumer:
         *,
         queues: ServiceQueues,
         handlers: dict[str, Handler],
-        uow: UnitOfWork,
+        db: Database,
         broker: Broker,
         database_reachable: Callable[[], Awaitable[bool]],
         max_attempts: int,
@@ -79,7 +80,7 @@ class Consumer:
     ) -> None:
         self._queues = queues
         self._handlers = handlers
-        self._uow = uow
+        self._db = db
         self._broker = broker
         self._database_reachable = database_reachable
         self._max_attempts = max_attempts
@@ -153,7 +154,7 @@ class Consumer:
         token = current_order_id.set(event.order_id)
         try:
             with tracing.consume_span(
-                exchange=self._uow.exchange,
+                exchange=self._db.exchange,
                 routing_key=event.routing_key,
                 message_id=str(event.message_id),
                 order_id=event.order_id,
@@ -180,10 +181,10 @@ class Consumer:
 
     async def _handle(self, handler: Handler, event: Event) -> bool:
         """Run the handler and record the message id in one transaction; True when it was a duplicate."""
-        async with self._uow.begin() as tx:
-            if not await inbox.record(tx.db, event):
+        async with self._db.unit_of_work() as uow:
+            if not await inbox.record(uow.conn, event):
                 return True
-            await handler(tx, event)
+            await handler(uow, event)
         return False
 
     async def _retry_or_dead_letter(self, message: AbstractIncomingMessage, event: Event, exc: Exception) -> None:

@@ -1,112 +1,139 @@
-"""Database engine and the small administrative helpers around it."""
+"""The database of a service: one asyncpg pool per process, and the one way to write.
+
+    async with db.connection() as conn:          # a read: a pooled connection, no transaction of ours
+        row = await conn.fetchrow("SELECT ... WHERE id = $1", order_id)
+
+    async with db.unit_of_work() as uow:         # a write: asyncpg's `conn.transaction()`, plus the outbox
+        await uow.conn.execute("UPDATE ...", ...)
+        uow.emit(OrderCreated(...))
+
+asyncpg's own pool, because of what it does when a connection is released: it waits for a cancellation
+still in flight, rolls back a transaction left open (a BEGIN interrupted by a cancellation included) and
+terminates a connection it cannot reset; the next user always starts clean. SQLAlchemy describes the
+tables and runs the Alembic migrations; it never connects for the services.
+"""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from types import TracebackType
 
 import asyncpg
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import NullPool
+from asyncpg.pool import PoolAcquireContext
+from asyncpg.transaction import Transaction
 
-from saga_common.settings import ServiceSettings, to_asyncpg_url, to_libpq_url
+from saga_common.outbox import write_events
+from saga_common.settings import ServiceSettings
 from saga_common.tracing import tracing_enabled, untraced
+from saga_common.unit_of_work import UnitOfWork
 
-log = logging.getLogger(__name__)
-
-# Stable constraint names, so Alembic migrations can refer to them.
-NAMING_CONVENTION = {
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
+CONNECT_TIMEOUT_S = 5.0
+# How long a request or a message waits for a free connection before it is told the database is saturated.
+ACQUIRE_TIMEOUT_S = 10.0
 
 
-def create_engine(settings: ServiceSettings) -> AsyncEngine:
-    engine = create_async_engine(
-        to_asyncpg_url(settings.database_url),
-        # SQLAlchemy never opens a transaction itself: a statement through it commits on its own, and every
-        # multi-statement write goes through `transaction()` below, the one place that BEGINs and COMMITs.
-        isolation_level="AUTOCOMMIT",
-        pool_size=settings.db_pool_size,
-        max_overflow=settings.db_max_overflow,
-        pool_timeout=10,
-        # No pre-ping: it costs a round trip per checkout. After a PostgreSQL restart the first statement on
-        # a stale connection fails, SQLAlchemy invalidates the pool, and the caller's retry path takes over.
-        connect_args={
-            "server_settings": {
-                "statement_timeout": str(settings.db_statement_timeout_ms),
-                "application_name": settings.service_name,
-            },
-            "timeout": 5,
-        },
-    )
+def create_pool(settings: ServiceSettings) -> asyncpg.Pool:
+    """The process's pool, to be initialised with `await pool`: up to `SAGA_DB_POOL_SIZE` connections, opened
+    on first use (a service starts while its database is down), closed after 5 minutes idle (asyncpg's
+    default)."""
     if tracing_enabled():
-        # At the driver: it sees the saga's statements on asyncpg and SQLAlchemy's alike (both end there).
         from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
 
         if not AsyncPGInstrumentor().is_instrumented_by_opentelemetry:
             AsyncPGInstrumentor().instrument()
-    return engine
+    return asyncpg.create_pool(
+        settings.database_url,
+        min_size=0,
+        max_size=settings.db_pool_size,
+        timeout=CONNECT_TIMEOUT_S,
+        server_settings={
+            "statement_timeout": str(settings.db_statement_timeout_ms),
+            "application_name": settings.service_name,
+        },
+        reset=_keep_session,
+    )
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """The pool's reset on release, after its own repair (wait for a pending cancellation, roll back an open
+    transaction). The default would also run `pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`, a
+    round trip per release to undo session state the services never create: no SET, no advisory lock, no
+    cursor outside a transaction, and LISTEN lives on a connection of its own (`notifications.py`)."""
+
+
+class ConnectionLost(ConnectionError):
+    """The server ended the session while a unit of work was using it."""
+
+
+class Database:
+    """A service's database: the pool, reads on a pooled connection, writes in a unit of work."""
+
+    def __init__(self, pool: asyncpg.Pool, *, exchange: str) -> None:
+        self.pool = pool
+        self.exchange = exchange
+        # Called after a commit that wrote events: the runtime wakes its own relay at once, without waiting
+        # for PostgreSQL's NOTIFY to come back (which still wakes the relays of other processes).
+        self.on_events_committed: Callable[[], None] | None = None
+
+    def connection(self) -> PoolAcquireContext:
+        """A pooled connection for reads: each statement is atomic on its own."""
+        pool = self.pool
+        # asyncpg runs a timed acquire as a task of its own (about 30 µs of CPU here, a few times per saga):
+        # the timeout is only worth it when every connection is taken and the wait could be long.
+        if pool.get_idle_size() or pool.get_size() < pool.get_max_size():
+            return pool.acquire()
+        return pool.acquire(timeout=ACQUIRE_TIMEOUT_S)
+
+    @asynccontextmanager
+    async def unit_of_work(self) -> AsyncIterator[UnitOfWork]:
+        """One transaction on a pooled connection: committed with the events the block emitted when it
+        ends, rolled back (events included) when it raises or is cancelled."""
+        try:
+            async with self.connection() as conn, _UntracedBoundaries(conn.transaction()):
+                uow = UnitOfWork(conn)
+                yield uow
+                await write_events(conn, uow.events, exchange=self.exchange)
+        except asyncpg.exceptions.InternalClientError as exc:
+            # A COMMIT (or BEGIN, ROLLBACK) sent after the server ended the session, before asyncpg read
+            # that it did (a PostgreSQL restart): asyncpg's protocol refuses to switch state. The pool
+            # discards such a connection; for the caller it is a lost connection, not a bug.
+            raise ConnectionLost(f"the database session ended under the transaction ({exc})") from exc
+        uow.committed()
+        if uow.events and self.on_events_committed is not None:
+            self.on_events_committed()
+
+
+class _UntracedBoundaries:
+    """`async with transaction`, except that BEGIN and COMMIT (or ROLLBACK) make no database span: a third of
+    a saga's spans would say nothing. The statements inside are traced as usual."""
+
+    __slots__ = ("_transaction",)
+
+    def __init__(self, transaction: Transaction) -> None:
+        self._transaction = transaction
+
+    async def __aenter__(self) -> None:
+        with untraced():
+            await self._transaction.__aenter__()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        with untraced():
+            await self._transaction.__aexit__(exc_type, exc, tb)
 
 
 def _server_and_name(url: str) -> tuple[str, str]:
     """('postgresql://…/postgres', the database name): the maintenance database creates and drops the other."""
-    base, _, name_and_query = to_libpq_url(url).rpartition("/")
+    base, _, name_and_query = url.rpartition("/")
     return f"{base}/postgres", _identifier(name_and_query.split("?")[0])
-
-
-async def driver_connection(conn: AsyncConnection) -> asyncpg.Connection:
-    """The asyncpg connection SQLAlchemy holds for `conn`: same session, same transaction. The saga's hot
-    statements run on it with asyncpg's prepared-statement cache, a quarter of the CPU of the same statement
-    through SQLAlchemy (measured here: 50 µs against 220 µs)."""
-    return (await conn.get_raw_connection()).driver_connection  # type: ignore[no-any-return]
-
-
-def one_off_engine(database_url: str) -> AsyncEngine:
-    """An engine for a command that runs once (sagactl): no pool, the same autocommit rule as the services."""
-    return create_async_engine(to_asyncpg_url(database_url), isolation_level="AUTOCOMMIT", poolclass=NullPool)
-
-
-@asynccontextmanager
-async def transaction(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
-    """A pooled connection's asyncpg connection inside a transaction: committed when the block ends,
-    rolled back on an exception. Every write of the services goes through here.
-
-    BEGIN and COMMIT are plain statements, checked against the server's own transaction status, rather than
-    asyncpg's `Transaction` object: that object marks the connection as inside a transaction *before* its
-    BEGIN is acknowledged, so a BEGIN interrupted by a cancellation leaves a pooled connection on which every
-    later "transaction" is silently a savepoint inside one that never commits (the chaos tier lost accepted
-    orders that way). Here a connection found inside a transaction at checkout is rolled back first.
-    """
-    async with engine.connect() as conn:
-        db = await driver_connection(conn)
-        # Untraced: a span for each BEGIN and COMMIT would be a third of a saga's spans.
-        with untraced():
-            if db.is_in_transaction():
-                log.warning("a pooled connection was left inside a transaction; rolling it back")
-                await db.execute("ROLLBACK")
-            await db.execute("BEGIN")
-        committed = False
-        try:
-            yield db
-            with untraced():
-                await db.execute("COMMIT")
-            committed = True
-        finally:
-            if not committed and not db.is_closed() and db.is_in_transaction():
-                # If this is interrupted too, the next checkout of this connection rolls back.
-                with untraced():
-                    await db.execute("ROLLBACK")
 
 
 async def ensure_database(url: str) -> bool:
     """Create the database named in `url` if it does not exist; True when it was created."""
     server, name = _server_and_name(url)
-    admin = await asyncpg.connect(server, timeout=5)
+    admin = await asyncpg.connect(server, timeout=CONNECT_TIMEOUT_S)
     try:
         if await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
             return False
@@ -118,7 +145,7 @@ async def ensure_database(url: str) -> bool:
 
 async def drop_database(url: str) -> None:
     server, name = _server_and_name(url)
-    admin = await asyncpg.connect(server, timeout=5)
+    admin = await asyncpg.connect(server, timeout=CONNECT_TIMEOUT_S)
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:

@@ -15,9 +15,7 @@ from alembic import command, context
 from alembic.config import Config
 from sqlalchemy import MetaData, pool
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import create_async_engine
-
-from saga_common.settings import to_asyncpg_url, to_libpq_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 URL_ATTRIBUTE = "database_url"
 
@@ -41,7 +39,7 @@ def pending_revision(migrations_dir: Path, database_url: str) -> tuple[str | Non
     head = ScriptDirectory.from_config(alembic_config(migrations_dir, database_url)).get_current_head()
 
     async def current() -> str | None:
-        conn = await asyncpg.connect(to_libpq_url(database_url), timeout=5)
+        conn = await asyncpg.connect(database_url, timeout=5)
         try:
             if not await conn.fetchval("SELECT to_regclass('alembic_version') IS NOT NULL"):
                 return None
@@ -50,6 +48,16 @@ def pending_revision(migrations_dir: Path, database_url: str) -> tuple[str | Non
             await conn.close()
 
     return asyncio.run(current()), head
+
+
+def migration_engine(database_url: str) -> AsyncEngine:
+    """SQLAlchemy for Alembic, on connections asyncpg opens from the URL exactly as the services get it
+    (SQLAlchemy's URL would need its driver in the scheme)."""
+    return create_async_engine(
+        "postgresql+asyncpg://",
+        async_creator=lambda: asyncpg.connect(database_url, timeout=5),
+        poolclass=pool.NullPool,
+    )
 
 
 def run_env(metadata: MetaData) -> None:
@@ -62,7 +70,7 @@ def run_env(metadata: MetaData) -> None:
             context.run_migrations()
 
     async def run() -> None:
-        engine = create_async_engine(to_asyncpg_url(url), poolclass=pool.NullPool)
+        engine = migration_engine(url)
         try:
             async with engine.connect() as connection:
                 await connection.run_sync(run_in)

@@ -15,8 +15,6 @@ from collections.abc import Callable
 
 import asyncpg
 
-from saga_common.settings import to_libpq_url
-
 log = logging.getLogger(__name__)
 
 RECONNECT_DELAY_S = 1.0
@@ -24,7 +22,7 @@ RECONNECT_DELAY_S = 1.0
 
 class PgListener:
     def __init__(self, database_url: str) -> None:
-        self._dsn = to_libpq_url(database_url)
+        self._dsn = database_url
         self._callbacks: dict[str, list[Callable[[str], None]]] = {}
         self._reconnect_callbacks: list[Callable[[], None]] = []
         self.connected = asyncio.Event()

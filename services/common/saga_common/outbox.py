@@ -16,43 +16,24 @@ import logging
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aio_pika
 import asyncpg
 import orjson
 from opentelemetry import context as otel_context
 from opentelemetry.trace import Link
-from sqlalchemy import BigInteger, Column, DateTime, Identity, Index, MetaData, Table, Text, func, text
-from sqlalchemy.dialects.postgresql import JSONB, UUID
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from saga_common import metrics, tracing
 from saga_common.broker import Broker, BrokerUnavailable, Session
-from saga_common.db import transaction
 from saga_common.messages import Event
+
+if TYPE_CHECKING:
+    from saga_common.db import Database
 
 log = logging.getLogger(__name__)
 
 NOTIFY_CHANNEL = "outbox"
-
-
-def outbox_table(metadata: MetaData) -> Table:
-    return Table(
-        "outbox",
-        metadata,
-        Column("id", UUID(as_uuid=True), primary_key=True, comment="= the message_id"),
-        Column("seq", BigInteger, Identity(), nullable=False, comment="publish order"),
-        Column("routing_key", Text, nullable=False),
-        Column("order_id", BigInteger, nullable=False),
-        Column("payload", JSONB, nullable=False),
-        Column("headers", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
-        Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-        Column("published_at", DateTime(timezone=True)),
-        Index("ix_outbox_unsent", "seq", postgresql_where=text("published_at IS NULL")),
-        Index("ix_outbox_order_id", "order_id"),
-        Index("ix_outbox_published_at", "published_at", postgresql_where=text("published_at IS NOT NULL")),
-    )
 
 
 # Run by each service's first migration, after the table exists.
@@ -85,7 +66,7 @@ class PendingEvent:
         self.links = links
 
 
-async def write_events(db: asyncpg.Connection, pending: Sequence[PendingEvent], *, exchange: str) -> None:
+async def write_events(conn: asyncpg.Connection, pending: Sequence[PendingEvent], *, exchange: str) -> None:
     if not pending:
         return
     spans = []
@@ -115,9 +96,9 @@ async def write_events(db: asyncpg.Connection, pending: Sequence[PendingEvent], 
         )
     try:
         if len(rows) == 1:
-            await db.execute(_INSERT, *rows[0])
+            await conn.execute(_INSERT, *rows[0])
         else:
-            await db.executemany(_INSERT, rows)
+            await conn.executemany(_INSERT, rows)
     finally:
         for span in spans:
             span.end()
@@ -128,15 +109,15 @@ _SELECT_BATCH = (
     "FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED"
 )
 _MARK_SENT = "UPDATE outbox SET published_at = now() WHERE id = ANY($1::uuid[])"
-_BACKLOG = text(
+_BACKLOG = (
     "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0) FROM outbox WHERE published_at IS NULL"
 )
 
 
 class OutboxRelay:
-    def __init__(self, engine: AsyncEngine, broker: Broker, *, batch_size: int, poll_interval_s: float) -> None:
+    def __init__(self, db: Database, broker: Broker, *, batch_size: int, poll_interval_s: float) -> None:
         """Call `wake()` on NOTIFY `outbox` (the runtime subscribes it to the process's PgListener)."""
-        self._engine = engine
+        self._db = db
         self._broker = broker
         self._batch_size = batch_size
         self._poll_interval_s = poll_interval_s
@@ -200,15 +181,15 @@ class OutboxRelay:
             return await self._publish_batch()
 
     async def _publish_batch(self) -> int:
-        async with transaction(self._engine) as db:
-            rows = await db.fetch(_SELECT_BATCH, self._batch_size)
+        async with self._db.unit_of_work() as uow:
+            rows = await uow.conn.fetch(_SELECT_BATCH, self._batch_size)
             if not rows:
                 return 0
             session = self._broker.session
             results = await asyncio.gather(*(self._publish(session, row) for row in rows), return_exceptions=True)
             sent_ids = [row["id"] for row, result in zip(rows, results, strict=True) if result is None]
             if sent_ids:
-                await db.execute(_MARK_SENT, sent_ids)
+                await uow.conn.execute(_MARK_SENT, sent_ids)
         failures = [result for result in results if result is not None]
         self.published += len(sent_ids)
         if any(isinstance(failure, aio_pika.exceptions.DeliveryError) for failure in failures):
@@ -258,7 +239,7 @@ class OutboxRelay:
         self._wake.set()
 
 
-async def refresh_backlog_metrics(conn: AsyncConnection) -> None:
-    count, oldest = (await conn.execute(_BACKLOG)).one()
+async def refresh_backlog_metrics(conn: asyncpg.Connection) -> None:
+    count, oldest = await conn.fetchrow(_BACKLOG)
     metrics.OUTBOX_BACKLOG.set(count)
     metrics.OUTBOX_OLDEST_UNSENT_AGE.set(float(oldest))

@@ -12,19 +12,15 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from saga_common import metrics
 from saga_common.broker import Broker, Session
 from saga_common.consumer import Consumer, Handler
-from saga_common.db import create_engine
+from saga_common.db import Database, create_pool
 from saga_common.notifications import PgListener
 from saga_common.outbox import NOTIFY_CHANNEL, OutboxRelay, refresh_backlog_metrics
 from saga_common.settings import ServiceSettings
 from saga_common.topology import BINDINGS, Topology
 from saga_common.tracing import untraced
-from saga_common.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -66,16 +62,15 @@ class ServiceRuntime:
         *,
         consume: bool = True,
         relay: bool = True,
-        engine: AsyncEngine | None = None,
     ) -> None:
         if spec.name not in BINDINGS:
             raise ValueError(f"unknown service {spec.name!r}; the topology knows {sorted(BINDINGS)}")
         self.settings = settings
         self.spec = spec
-        self.engine = engine or create_engine(settings)
+        self.pool = create_pool(settings)
+        self.db = Database(self.pool, exchange=settings.exchange)
         self.topology = topology_from(settings)
         self.queues = self.topology.queues(spec.name)
-        self.uow = UnitOfWork(self.engine, exchange=settings.exchange)
         self.broker = Broker(
             settings.broker_urls,
             self.topology,
@@ -86,7 +81,7 @@ class ServiceRuntime:
         )
         self.relay = (
             OutboxRelay(
-                self.engine,
+                self.db,
                 self.broker,
                 batch_size=settings.outbox_batch_size,
                 poll_interval_s=settings.outbox_poll_interval_s,
@@ -98,7 +93,7 @@ class ServiceRuntime:
             Consumer(
                 queues=self.queues,
                 handlers=spec.handlers,
-                uow=self.uow,
+                db=self.db,
                 broker=self.broker,
                 database_reachable=self.database_reachable,
                 max_attempts=settings.max_attempts,
@@ -112,13 +107,14 @@ class ServiceRuntime:
             self.broker.on_connected(self.consumer.attach)
         self.listener = PgListener(settings.database_url)
         if self.relay is not None:
-            self.uow.on_events_committed = self.relay.wake
+            self.db.on_events_committed = self.relay.wake
             self.listener.subscribe(NOTIFY_CHANNEL, lambda _payload: self.relay.wake())  # type: ignore[union-attr]
             # Rows written while nobody listened (start-up, a PostgreSQL restart) are picked up at once.
             self.listener.on_reconnect(self.relay.wake)
         for channel, callback in spec.notifications.items():
             self.listener.subscribe(channel, callback)
         self.database_ok = False
+        self._pool_started = False
         self._tasks: list[asyncio.Task[None]] = []
         self._relay_task: asyncio.Task[None] | None = None
 
@@ -128,6 +124,8 @@ class ServiceRuntime:
             publishes=tuple(key for service, keys in BINDINGS.items() if service != self.spec.name for key in keys),
             queues=(self.queues.work, self.queues.dead_letter),
         )
+        await self.pool  # opens no connection yet: the service starts while its database is down
+        self._pool_started = True
         self.database_ok = await self.database_reachable()
         self._spawn(self.broker.run(), "broker")
         self._spawn(self.listener.run(), "pg-listener")
@@ -154,7 +152,11 @@ class ServiceRuntime:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.broker.close()
-        await self.engine.dispose()
+        if self._pool_started:
+            try:
+                await asyncio.wait_for(self.pool.close(), 10)
+            except TimeoutError:
+                self.pool.terminate()
         log.info("%s stopped", self.spec.name)
 
     def readiness(self) -> dict[str, str | None]:
@@ -172,8 +174,8 @@ class ServiceRuntime:
     async def database_reachable(self) -> bool:
         try:
             async with asyncio.timeout(2):
-                async with self.engine.connect() as conn:
-                    await conn.execute(text("SELECT 1"))
+                async with self.db.connection() as conn:
+                    await conn.fetchval("SELECT 1")
             return True
         except Exception:  # noqa: BLE001 - any failure means: not reachable now
             return False
@@ -182,7 +184,7 @@ class ServiceRuntime:
         self.database_ok = await self.database_reachable()
 
     async def _refresh_gauges(self) -> None:
-        async with self.engine.connect() as conn:
+        async with self.db.connection() as conn:
             await refresh_backlog_metrics(conn)
         session = self.broker.current_session
         if session is not None:

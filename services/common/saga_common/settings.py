@@ -40,12 +40,11 @@ class ServiceSettings(BaseSettings):
     http_host: str = "0.0.0.0"
     http_port: int = Field(8000, ge=1, le=65535)
 
-    db_pool_size: int = Field(10, ge=1, description="Connections kept per process; PostgreSQL saturates at 4-8.")
-    db_max_overflow: int = Field(
-        0,
-        ge=0,
-        description="Extra connections under load; each is closed again when returned, so a steady load above the "
-        "pool churns connections (a backend fork each): better to wait for one.",
+    db_pool_size: int = Field(
+        10,
+        ge=1,
+        description="Connections in the process's asyncpg pool, opened on demand and kept; PostgreSQL saturates at "
+        "4-8 per database, so a request beyond the pool waits for a connection rather than opening one.",
     )
     db_statement_timeout_ms: int = Field(5000, ge=0)
 
@@ -82,8 +81,9 @@ class ServiceSettings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _postgres_url(cls, value: str) -> str:
+        # Given as is to asyncpg, which takes these two schemes and no driver suffix (no "+asyncpg").
         scheme = urlsplit(value).scheme
-        if scheme not in {"postgresql", "postgres", "postgresql+asyncpg"}:
+        if scheme not in {"postgresql", "postgres"}:
             raise ValueError(f"DATABASE_URL must be a postgresql:// URL, got scheme {scheme!r}")
         return value
 
@@ -132,20 +132,6 @@ def _development_password(url: str) -> bool:
 
 def split_broker_urls(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
-
-
-def to_asyncpg_url(url: str) -> str:
-    """SQLAlchemy needs the driver in the scheme; users write plain postgresql:// URLs."""
-    scheme, _, rest = url.partition("://")
-    if scheme in {"postgresql", "postgres"}:
-        return f"postgresql+asyncpg://{rest}"
-    return url
-
-
-def to_libpq_url(url: str) -> str:
-    """asyncpg.connect() takes the URL without SQLAlchemy's driver suffix."""
-    scheme, _, rest = url.partition("://")
-    return f"postgresql://{rest}" if scheme.startswith("postgres") else url
 
 
 def redact_url(url: str) -> str:

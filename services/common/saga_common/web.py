@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, Any
 
 import asyncpg
-import sqlalchemy.exc
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -20,11 +20,11 @@ from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from saga_common import tracing
+from saga_common.db import Database
 from saga_common.logs import configure_logging
 from saga_common.metrics import HttpMetricsMiddleware
 from saga_common.runtime import ServiceRuntime, ServiceSpec
 from saga_common.settings import ServiceSettings
-from saga_common.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,8 @@ def create_service_app(
             400: {"model": Problem, "description": "The request body cannot be read (e.g. not UTF-8)"},
             503: {
                 "model": Problem,
-                "description": "The database is unreachable: retry (with the same Idempotency-Key)",
+                "description": "The database is unreachable, restarting or saturated: retry after `Retry-After` "
+                "seconds (with the same Idempotency-Key)",
             },
         },
     )
@@ -95,13 +96,12 @@ def create_service_app(
 # What a request meets when PostgreSQL is down, restarting or saturated: not the request's fault, and not a
 # bug either, so a 503 that says "retry" rather than a 500 with a traceback.
 DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
-    sqlalchemy.exc.OperationalError,
-    sqlalchemy.exc.InterfaceError,
-    sqlalchemy.exc.TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    ConnectionError,
-    TimeoutError,
+    OSError,  # refused, reset, unreachable host (ConnectionError is one)
+    TimeoutError,  # no connection within the connect or the acquire timeout: saturated or unreachable
+    asyncpg.PostgresConnectionError,  # SQLSTATE class 08: the connection failed or was lost
+    asyncpg.exceptions.InsufficientResourcesError,  # class 53: "too many clients", out of memory or disk
+    asyncpg.exceptions.OperatorInterventionError,  # class 57: shutting down, starting up, statement timeout
+    asyncpg.InterfaceError,  # the connection closed under the client
 )
 RETRY_AFTER_S = 1
 
@@ -118,14 +118,22 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
 async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
     """FastAPI's default handler, except that a body that is not UTF-8 gets its 422 too: the default one
     decodes the raw bytes it echoes as UTF-8, fails, and the client gets no answer at all (found by the
-    chaos tier's bad-input list: a non-UTF-8 body sent without a JSON content type)."""
-    errors = [
-        {**error, "input": bytes(error["input"]).decode("utf-8", errors="replace")}
-        if isinstance(error.get("input"), bytes | bytearray)
-        else error
-        for error in exc.errors()
-    ]
+    chaos tier's bad-input list: a non-UTF-8 body sent without a JSON content type), and the JSON literals
+    NaN, Infinity and -Infinity (Python's parser takes them) are echoed as strings: JSON cannot carry them."""
+    errors = [{**error, "input": _json_safe(error["input"])} if "input" in error else error for error in exc.errors()]
     return JSONResponse(status_code=422, content={"detail": jsonable_encoder(errors)})
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", errors="replace")
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(item) for item in value]
+    return value
 
 
 def health_router(service: str) -> APIRouter:
@@ -188,8 +196,8 @@ class TraceparentResponseHeader:
 
 
 # Async on purpose: FastAPI runs a plain `def` dependency in a worker thread, a thread hop per request.
-async def get_uow(request: Request) -> UnitOfWork:
-    return request.app.state.runtime.uow  # type: ignore[no-any-return]
+async def get_database(request: Request) -> Database:
+    return request.app.state.runtime.db  # type: ignore[no-any-return]
 
 
-UowDep = Annotated[UnitOfWork, Depends(get_uow)]
+DatabaseDep = Annotated[Database, Depends(get_database)]

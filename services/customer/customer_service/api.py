@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Path, Query, Response, status
 
 from customer_service import customers
 from customer_service.schemas import CustomerCreate, CustomerOut, ReservationOut
-from saga_common.web import Problem, UowDep
+from saga_common.web import DatabaseDep, Problem
 
 router = APIRouter(tags=["customers"])
 
@@ -20,16 +20,16 @@ BeforeId = Annotated[int | None, Query(gt=0, le=2**63 - 1, description="Page on:
 
 @router.post("/customers", status_code=status.HTTP_201_CREATED, response_model=CustomerOut, summary="Create a customer")
 @router.post("/customers/", status_code=status.HTTP_201_CREATED, response_model=CustomerOut, include_in_schema=False)
-async def create_customer(body: CustomerCreate, uow: UowDep, response: Response) -> CustomerOut:
-    async with uow.engine.connect() as conn:
-        row = await customers.create(conn, body)
-    response.headers["Location"] = f"/customers/{row.id}"
-    return customers.to_customer(row)
+async def create_customer(body: CustomerCreate, db: DatabaseDep, response: Response) -> CustomerOut:
+    async with db.unit_of_work() as uow:
+        customer = customers.to_customer(await customers.create(uow.conn, body))
+    response.headers["Location"] = f"/customers/{customer.id}"
+    return customer
 
 
 @router.get("/customers", response_model=list[CustomerOut], summary="List customers, newest first")
-async def list_customers(uow: UowDep, limit: Limit = 20, before_id: BeforeId = None) -> list[CustomerOut]:
-    async with uow.engine.connect() as conn:
+async def list_customers(db: DatabaseDep, limit: Limit = 20, before_id: BeforeId = None) -> list[CustomerOut]:
+    async with db.connection() as conn:
         rows = await customers.list_customers(conn, limit=limit, before_id=before_id)
     return [customers.to_customer(row) for row in rows]
 
@@ -40,8 +40,8 @@ async def list_customers(uow: UowDep, limit: Limit = 20, before_id: BeforeId = N
     responses={404: {"model": Problem}},
     summary="A customer's balance and reserved credit",
 )
-async def get_customer(customer_id: CustomerId, uow: UowDep) -> CustomerOut:
-    async with uow.engine.connect() as conn:
+async def get_customer(customer_id: CustomerId, db: DatabaseDep) -> CustomerOut:
+    async with db.connection() as conn:
         row = await customers.get(conn, customer_id)
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"customer {customer_id} not found")
@@ -55,9 +55,9 @@ async def get_customer(customer_id: CustomerId, uow: UowDep) -> CustomerOut:
     summary="A customer's credit reservations (active, released, rejected), newest first",
 )
 async def list_reservations(
-    customer_id: CustomerId, uow: UowDep, limit: Limit = 50, before_id: BeforeId = None
+    customer_id: CustomerId, db: DatabaseDep, limit: Limit = 50, before_id: BeforeId = None
 ) -> list[ReservationOut]:
-    async with uow.engine.connect() as conn:
+    async with db.connection() as conn:
         if await customers.get(conn, customer_id) is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"customer {customer_id} not found")
         rows = await customers.reservations_of(conn, customer_id, limit=limit, before_id=before_id)

@@ -1,10 +1,12 @@
 import asyncio
 from pathlib import Path
 
+import asyncpg
+
 from customer_service.customers import seed_demo_customers
 from customer_service.settings import CustomerSettings
 from saga_common.cli import service_cli
-from saga_common.db import create_engine
+from saga_common.db import CONNECT_TIMEOUT_S
 from saga_common.settings import ServiceSettings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -12,12 +14,11 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 def seed(settings: ServiceSettings) -> None:
     async def run() -> list[int]:
-        engine = create_engine(settings)
+        conn = await asyncpg.connect(settings.database_url, timeout=CONNECT_TIMEOUT_S)
         try:
-            async with engine.connect() as conn:
-                return await seed_demo_customers(conn)
+            return await seed_demo_customers(conn)
         finally:
-            await engine.dispose()
+            await conn.close()
 
     created = asyncio.run(run())
     print(f"customer-service: demo customers {'created: ' + str(created) if created else 'already present'}")

@@ -50,26 +50,26 @@ _FIND = "SELECT customer_id, amount, status FROM reservations WHERE order_id = $
 
 
 async def reserve(
-    db: asyncpg.Connection, *, order_id: int, customer_id: int, amount: Decimal, deadline: datetime | None
+    conn: asyncpg.Connection, *, order_id: int, customer_id: int, amount: Decimal, deadline: datetime | None
 ) -> Decision | None:
     """Take `amount` from the balance for this order, or record why not. None: the order was decided before."""
     if deadline is not None and datetime.now(UTC) > deadline:
         # The order service has stopped waiting; a reservation now would only have to be released again.
-        return await _record_rejection(db, order_id, customer_id, amount, "timeout")
-    if await db.fetchval(_DEBIT, order_id, customer_id, amount) is None:
-        exists = await db.fetchval(_CUSTOMER_EXISTS, customer_id)
+        return await _record_rejection(conn, order_id, customer_id, amount, "timeout")
+    if await conn.fetchval(_DEBIT, order_id, customer_id, amount) is None:
+        exists = await conn.fetchval(_CUSTOMER_EXISTS, customer_id)
         reason = "insufficient_balance" if exists else "unknown_customer"
-        return await _record_rejection(db, order_id, customer_id, amount, reason)
-    reservation_id = await db.fetchval(_RECORD, order_id, customer_id, amount, ReservationStatus.ACTIVE.value, None)
+        return await _record_rejection(conn, order_id, customer_id, amount, reason)
+    reservation_id = await conn.fetchval(_RECORD, order_id, customer_id, amount, ReservationStatus.ACTIVE.value, None)
     if reservation_id is None:
         raise DecisionRace(f"order {order_id} was decided by a concurrent delivery")
     return Decision(reserved=True, reservation_id=reservation_id)
 
 
 async def _record_rejection(
-    db: asyncpg.Connection, order_id: int, customer_id: int, amount: Decimal, reason: str
+    conn: asyncpg.Connection, order_id: int, customer_id: int, amount: Decimal, reason: str
 ) -> Decision | None:
-    recorded = await db.fetchval(_RECORD, order_id, customer_id, amount, ReservationStatus.REJECTED.value, reason)
+    recorded = await conn.fetchval(_RECORD, order_id, customer_id, amount, ReservationStatus.REJECTED.value, reason)
     return None if recorded is None else Decision(reserved=False, reason=reason)
 
 
@@ -79,17 +79,17 @@ class Release:
     amount: Decimal
 
 
-async def release(db: asyncpg.Connection, *, order_id: int, customer_id: int) -> Release:
+async def release(conn: asyncpg.Connection, *, order_id: int, customer_id: int) -> Release:
     """Give back the credit held for this order. Idempotent: releasing twice, or an order that never held
     credit, returns what was released (possibly 0) without moving money again."""
-    released = await db.fetchrow(_RELEASE, order_id)
+    released = await conn.fetchrow(_RELEASE, order_id)
     if released is not None:
-        await db.execute(_CREDIT_BACK, released["customer_id"], released["amount"])
+        await conn.execute(_CREDIT_BACK, released["customer_id"], released["amount"])
         return Release(released["customer_id"], released["amount"])
-    existing = await db.fetchrow(_FIND, order_id)
+    existing = await conn.fetchrow(_FIND, order_id)
     if existing is None:
         # Cancelled before any reservation: record it, so a late order.created cannot reserve credit anymore.
-        await _record_rejection(db, order_id, customer_id, Decimal(0), "cancelled")
+        await _record_rejection(conn, order_id, customer_id, Decimal(0), "cancelled")
         return Release(customer_id, Decimal(0))
     amount = existing["amount"] if existing["status"] == ReservationStatus.RELEASED.value else Decimal(0)
     return Release(existing["customer_id"], amount)

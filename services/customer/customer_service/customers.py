@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
 
-from sqlalchemy import Row, text
-from sqlalchemy.ext.asyncio import AsyncConnection
+import asyncpg
 
 from customer_service.schemas import CustomerCreate, CustomerOut, ReservationOut
 
@@ -17,23 +15,18 @@ _WITH_RESERVED = """
            )::numeric(12, 2) AS reserved
     FROM customers c
 """
-_GET = text(_WITH_RESERVED + " WHERE c.id = :id")
-_LIST = text(
-    _WITH_RESERVED + " WHERE (CAST(:before_id AS bigint) IS NULL OR c.id < :before_id) ORDER BY c.id DESC LIMIT :limit"
-)
-_INSERT = text(
-    "INSERT INTO customers (name, balance) VALUES (:name, :balance) "
+_GET = _WITH_RESERVED + " WHERE c.id = $1"
+_LIST = _WITH_RESERVED + " WHERE ($1::bigint IS NULL OR c.id < $1) ORDER BY c.id DESC LIMIT $2"
+_INSERT = (
+    "INSERT INTO customers (name, balance) VALUES ($1, $2) "
     "RETURNING id, name, balance, created_at, updated_at, 0::numeric(12, 2) AS reserved"
 )
-_RESERVATIONS = text(
+_RESERVATIONS = (
     "SELECT id, order_id, customer_id, amount, status, reason, created_at, released_at FROM reservations "
-    "WHERE customer_id = :customer_id AND (CAST(:before_id AS bigint) IS NULL OR id < :before_id) "
-    "ORDER BY id DESC LIMIT :limit"
+    "WHERE customer_id = $1 AND ($2::bigint IS NULL OR id < $2) ORDER BY id DESC LIMIT $3"
 )
-_SEED = text(
-    "INSERT INTO customers (id, name, balance) VALUES (:id, :name, :balance) ON CONFLICT (id) DO NOTHING RETURNING id"
-)
-_SYNC_ID_SEQUENCE = text(
+_SEED = "INSERT INTO customers (id, name, balance) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING RETURNING id"
+_SYNC_ID_SEQUENCE = (
     "SELECT setval(pg_get_serial_sequence('customers', 'id'), GREATEST((SELECT max(id) FROM customers), 1))"
 )
 
@@ -45,38 +38,40 @@ DEMO_CUSTOMERS = (
 )
 
 
-def to_customer(row: Row[Any]) -> CustomerOut:
-    return CustomerOut.model_validate(row, from_attributes=True)
+def to_customer(row: asyncpg.Record) -> CustomerOut:
+    return CustomerOut.model_validate(dict(row))
 
 
-def to_reservation(row: Row[Any]) -> ReservationOut:
-    return ReservationOut.model_validate(row, from_attributes=True)
+def to_reservation(row: asyncpg.Record) -> ReservationOut:
+    return ReservationOut.model_validate(dict(row))
 
 
-async def get(conn: AsyncConnection, customer_id: int) -> Row[Any] | None:
-    return (await conn.execute(_GET, {"id": customer_id})).first()
+async def get(conn: asyncpg.Connection, customer_id: int) -> asyncpg.Record | None:
+    return await conn.fetchrow(_GET, customer_id)
 
 
-async def list_customers(conn: AsyncConnection, *, limit: int, before_id: int | None) -> list[Row[Any]]:
-    return list((await conn.execute(_LIST, {"limit": limit, "before_id": before_id})).all())
+async def list_customers(conn: asyncpg.Connection, *, limit: int, before_id: int | None) -> list[asyncpg.Record]:
+    return await conn.fetch(_LIST, before_id, limit)
 
 
-async def create(conn: AsyncConnection, body: CustomerCreate) -> Row[Any]:
-    return (await conn.execute(_INSERT, {"name": body.name, "balance": body.balance})).one()
+async def create(conn: asyncpg.Connection, body: CustomerCreate) -> asyncpg.Record:
+    row = await conn.fetchrow(_INSERT, body.name, body.balance)
+    assert row is not None
+    return row
 
 
 async def reservations_of(
-    conn: AsyncConnection, customer_id: int, *, limit: int, before_id: int | None
-) -> list[Row[Any]]:
-    params = {"customer_id": customer_id, "limit": limit, "before_id": before_id}
-    return list((await conn.execute(_RESERVATIONS, params)).all())
+    conn: asyncpg.Connection, customer_id: int, *, limit: int, before_id: int | None
+) -> list[asyncpg.Record]:
+    return await conn.fetch(_RESERVATIONS, customer_id, before_id, limit)
 
 
-async def seed_demo_customers(conn: AsyncConnection) -> list[int]:
-    """Create the demo customers that are missing; return the ids created."""
+async def seed_demo_customers(conn: asyncpg.Connection) -> list[int]:
+    """Create the demo customers that are missing, in one transaction; return the ids created."""
     created = []
-    for customer_id, name, balance in DEMO_CUSTOMERS:
-        if (await conn.execute(_SEED, {"id": customer_id, "name": name, "balance": balance})).first() is not None:
-            created.append(customer_id)
-    await conn.execute(_SYNC_ID_SEQUENCE)
+    async with conn.transaction():
+        for customer_id, name, balance in DEMO_CUSTOMERS:
+            if await conn.fetchval(_SEED, customer_id, name, balance) is not None:
+                created.append(customer_id)
+        await conn.execute(_SYNC_ID_SEQUENCE)
     return created

@@ -8,14 +8,14 @@ from customer_service import credit
 from saga_common import tracing
 from saga_common.consumer import Handler
 from saga_common.messages import CreditReleased, OrderCancelled, OrderCreated, OrderFulfilled, OrderRejected
-from saga_common.unit_of_work import Transaction
+from saga_common.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
 
 
-async def on_order_created(tx: Transaction, event: OrderCreated) -> None:
+async def on_order_created(uow: UnitOfWork, event: OrderCreated) -> None:
     decision = await credit.reserve(
-        tx.db, order_id=event.order_id, customer_id=event.customer_id, amount=event.amount, deadline=event.deadline
+        uow.conn, order_id=event.order_id, customer_id=event.customer_id, amount=event.amount, deadline=event.deadline
     )
     if decision is None:
         log.info("order %s was already decided; this order.created changes nothing", event.order_id)
@@ -23,7 +23,7 @@ async def on_order_created(tx: Transaction, event: OrderCreated) -> None:
         assert decision.reservation_id is not None
         tracing.annotate(outcome="reserved")
         log.info("reserved %s for order %s of customer %s", event.amount, event.order_id, event.customer_id)
-        tx.emit(
+        uow.emit(
             OrderFulfilled(
                 order_id=event.order_id,
                 customer_id=event.customer_id,
@@ -34,14 +34,14 @@ async def on_order_created(tx: Transaction, event: OrderCreated) -> None:
     else:
         tracing.annotate(outcome=f"rejected:{decision.reason}")
         log.info("rejected order %s of customer %s: %s", event.order_id, event.customer_id, decision.reason)
-        tx.emit(OrderRejected(order_id=event.order_id, customer_id=event.customer_id, reason=decision.reason))
+        uow.emit(OrderRejected(order_id=event.order_id, customer_id=event.customer_id, reason=decision.reason))
 
 
-async def on_order_cancelled(tx: Transaction, event: OrderCancelled) -> None:
-    released = await credit.release(tx.db, order_id=event.order_id, customer_id=event.customer_id)
+async def on_order_cancelled(uow: UnitOfWork, event: OrderCancelled) -> None:
+    released = await credit.release(uow.conn, order_id=event.order_id, customer_id=event.customer_id)
     tracing.annotate(outcome="released")
     log.info("released %s for order %s (%s)", released.amount, event.order_id, event.reason)
-    tx.emit(CreditReleased(order_id=event.order_id, customer_id=released.customer_id, amount=released.amount))
+    uow.emit(CreditReleased(order_id=event.order_id, customer_id=released.customer_id, amount=released.amount))
 
 
 HANDLERS: dict[str, Handler] = {

@@ -24,7 +24,7 @@ import httpx
 
 from saga_common.db import ensure_database
 from saga_common.migrations import upgrade
-from saga_common.settings import DEFAULT_BROKER_URL, redact_url, split_broker_urls, to_libpq_url
+from saga_common.settings import DEFAULT_BROKER_URL, redact_url, split_broker_urls
 from saga_dev.localstack import migrations_of
 
 SEED_REQUEST = '{"customer_id": 1, "product_id": 1, "status": "pending", "quantity": 1, "total_price": 50.0}'
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
 
 async def _check_infrastructure(database_url: str, broker_url: str) -> list[str]:
     problems = []
-    server_url = to_libpq_url(database_url).rsplit("/", 1)[0] + "/postgres"
+    server_url = database_url.rsplit("/", 1)[0] + "/postgres"
     try:
         conn = await asyncpg.connect(server_url, timeout=5)
         await conn.close()

@@ -18,11 +18,10 @@ from order_service.schemas import OrderCreate, OrderOut
 from order_service.timeline import SagaTimeline, timeline_of
 from order_service.waiters import MAX_WAIT_S, OutcomeWaiters
 from saga_common import metrics, tracing
-from saga_common.db import driver_connection
+from saga_common.db import Database
 from saga_common.logs import current_order_id
 from saga_common.messages import OrderCancelled, OrderCreated
-from saga_common.unit_of_work import UnitOfWork
-from saga_common.web import Problem, UowDep
+from saga_common.web import DatabaseDep, Problem
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["orders"])
@@ -53,13 +52,13 @@ def _not_found(order_id: int) -> HTTPException:
 )
 @router.post("/orders", status_code=status.HTTP_201_CREATED, response_model=OrderOut, include_in_schema=False)
 async def create_order(
-    body: OrderCreate, uow: UowDep, request: Request, response: Response, idempotency_key: IdempotencyKey = None
+    body: OrderCreate, db: DatabaseDep, request: Request, response: Response, idempotency_key: IdempotencyKey = None
 ) -> OrderOut:
     fingerprint = hashlib.sha256(body.fingerprint_source().encode()).hexdigest()
     deadline_s: float = request.app.state.settings.deadline_s
-    async with uow.begin() as tx:
+    async with db.unit_of_work() as uow:
         row = await orders.insert_order(
-            tx.db,
+            uow.conn,
             body,
             idempotency_key=idempotency_key,
             fingerprint=fingerprint,
@@ -67,7 +66,7 @@ async def create_order(
         )
         if row is None:
             assert idempotency_key is not None
-            row = await orders.get_by_idempotency_key(tx.db, idempotency_key)
+            row = await orders.get_by_idempotency_key(uow.conn, idempotency_key)
             if row is None or row.request_fingerprint != fingerprint:
                 raise HTTPException(
                     status.HTTP_409_CONFLICT,
@@ -78,7 +77,7 @@ async def create_order(
             current_order_id.set(row.id)
             tracing.annotate(order_id=row.id, step="order.created")
             log.info("order %s accepted: customer %s, %s", row.id, row.customer_id, row.total_price)
-            tx.emit(
+            uow.emit(
                 OrderCreated(
                     order_id=row.id,
                     customer_id=row.customer_id,
@@ -88,7 +87,7 @@ async def create_order(
                     deadline=row.created_at + timedelta(seconds=deadline_s),
                 )
             )
-            tx.after_commit(metrics.SAGAS_STARTED.inc)
+            uow.after_commit(metrics.SAGAS_STARTED.inc)
     response.headers["Location"] = f"/orders/{row.id}"
     return orders.to_resource(row)
 
@@ -101,7 +100,7 @@ async def create_order(
 )
 async def get_order(
     order_id: OrderId,
-    uow: UowDep,
+    db: DatabaseDep,
     request: Request,
     wait: Annotated[
         float | None,
@@ -114,21 +113,21 @@ async def get_order(
     ] = None,
 ) -> OrderOut:
     if wait is None:
-        row = await _read(uow, order_id)
+        row = await _read(db, order_id)
     else:
         waiters: OutcomeWaiters = request.app.state.waiters
         with waiters.register(order_id) as outcome:
-            row = await _read(uow, order_id)
+            row = await _read(db, order_id)
             if OrderStatus(row.status) not in TERMINAL_STATUSES:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(outcome.wait(), wait)
-                row = await _read(uow, order_id)  # woken or not: answer with what the database says now
+                row = await _read(db, order_id)  # woken or not: answer with what the database says now
     return orders.to_resource(row)
 
 
-async def _read(uow: UnitOfWork, order_id: int) -> OrderRow:
-    async with uow.read() as db:
-        row = await orders.get(db, order_id)
+async def _read(db: Database, order_id: int) -> OrderRow:
+    async with db.connection() as conn:
+        row = await orders.get(conn, order_id)
     if row is None:
         raise _not_found(order_id)
     return row
@@ -140,9 +139,9 @@ async def _read(uow: UnitOfWork, order_id: int) -> OrderRow:
     responses={404: {"model": Problem}},
     summary="The order's saga step by step, with message ids and its trace id",
 )
-async def get_saga(order_id: OrderId, uow: UowDep) -> SagaTimeline:
-    async with uow.engine.connect() as conn:
-        row = await orders.get(await driver_connection(conn), order_id)
+async def get_saga(order_id: OrderId, db: DatabaseDep) -> SagaTimeline:
+    async with db.connection() as conn:
+        row = await orders.get(conn, order_id)
         if row is None:
             raise _not_found(order_id)
         return await timeline_of(conn, row)
@@ -150,13 +149,13 @@ async def get_saga(order_id: OrderId, uow: UowDep) -> SagaTimeline:
 
 @router.get("/orders", response_model=list[OrderOut], summary="List orders, newest first")
 async def list_orders(
-    uow: UowDep,
+    db: DatabaseDep,
     customer_id: Annotated[int | None, Query(gt=0, le=2**63 - 1)] = None,
     order_status: Annotated[OrderStatus | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 20,
     before_id: Annotated[int | None, Query(gt=0, le=2**63 - 1, description="Page on: ids below this one")] = None,
 ) -> list[OrderOut]:
-    async with uow.engine.connect() as conn:
+    async with db.connection() as conn:
         rows = await orders.list_orders(
             conn, customer_id=customer_id, status=order_status, limit=limit, before_id=before_id
         )
@@ -170,9 +169,9 @@ async def list_orders(
     summary="Cancel a fulfilled order: its credit is released (compensation)",
     responses={404: {"model": Problem}, 409: {"model": Problem, "description": "The order is not fulfilled"}},
 )
-async def cancel_order(order_id: OrderId, uow: UowDep) -> OrderOut:
-    async with uow.begin() as tx:
-        row = await orders.get(tx.db, order_id, for_update=True)
+async def cancel_order(order_id: OrderId, db: DatabaseDep) -> OrderOut:
+    async with db.unit_of_work() as uow:
+        row = await orders.get(uow.conn, order_id, for_update=True)
         if row is None:
             raise _not_found(order_id)
         try:
@@ -182,10 +181,10 @@ async def cancel_order(order_id: OrderId, uow: UowDep) -> OrderOut:
         assert decision.new_status is not None
         current_order_id.set(order_id)
         tracing.annotate(order_id=order_id, step="order.cancelled")
-        updated = await orders.set_status(tx.db, order_id, decision.new_status)
+        updated = await orders.set_status(uow.conn, order_id, decision.new_status)
         log.info("order %s cancelling: releasing its credit", order_id)
         # The compensation belongs to the saga's trace; the cancel request that started it is linked.
-        tx.emit(
+        uow.emit(
             OrderCancelled(order_id=order_id, customer_id=row.customer_id, reason="cancelled_by_client"),
             parent=tracing.context_from({"traceparent": row.trace_parent}) if row.trace_parent else None,
             links=tracing.link_to_current(),

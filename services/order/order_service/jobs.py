@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import text
-
 from order_service.saga import DEADLINE_REASON
 from order_service.settings import OrderSettings
 from saga_common import metrics
@@ -21,41 +19,42 @@ log = logging.getLogger(__name__)
 
 SWEEP_BATCH = 500
 
-_EXPIRE = text(
-    """
-    UPDATE orders SET status = 'rejected', rejection_reason = :reason, updated_at = now(), completed_at = now()
+_EXPIRE = """
+    UPDATE orders SET status = 'rejected', rejection_reason = $1, updated_at = now(), completed_at = now()
     WHERE id IN (
         SELECT id FROM orders
-        WHERE status = 'pending' AND created_at < now() - make_interval(secs => :deadline)
-        ORDER BY updated_at LIMIT :batch FOR UPDATE SKIP LOCKED
+        WHERE status = 'pending' AND created_at < now() - make_interval(secs => $2)
+        ORDER BY updated_at LIMIT $3 FOR UPDATE SKIP LOCKED
     ) AND status = 'pending'
-    RETURNING id, extract(epoch FROM completed_at - created_at) AS seconds
-    """
-)
+    RETURNING id, extract(epoch FROM completed_at - created_at)::float8 AS seconds
+"""
 
-_IN_PROGRESS = text(
-    "SELECT count(*), coalesce(extract(epoch FROM now() - min(updated_at)), 0) "
+_IN_PROGRESS = (
+    "SELECT count(*), coalesce(extract(epoch FROM now() - min(updated_at)), 0)::float8 "
     "FROM orders WHERE status IN ('pending', 'cancelling')"
 )
 
 
 async def expire_overdue_orders(runtime: ServiceRuntime, deadline_s: float) -> list[int]:
-    async with runtime.engine.connect() as conn:  # one statement: atomic on its own
-        rows = (
-            await conn.execute(_EXPIRE, {"reason": DEADLINE_REASON, "deadline": deadline_s, "batch": SWEEP_BATCH})
-        ).all()
-    for row in rows:
-        metrics.SAGAS_FINISHED.labels("rejected", DEADLINE_REASON).inc()
-        metrics.SAGA_DURATION.labels("rejected").observe(float(row.seconds))
-    if rows:
-        log.warning("rejected %d orders past their %ss deadline: %s", len(rows), deadline_s, [r.id for r in rows][:20])
-    return [row.id for row in rows]
+    async with runtime.db.unit_of_work() as uow:
+        rows = await uow.conn.fetch(_EXPIRE, DEADLINE_REASON, float(deadline_s), SWEEP_BATCH)
+
+        def count_finished() -> None:
+            for row in rows:
+                metrics.SAGAS_FINISHED.labels("rejected", DEADLINE_REASON).inc()
+                metrics.SAGA_DURATION.labels("rejected").observe(row["seconds"])
+
+        uow.after_commit(count_finished)
+    expired = [row["id"] for row in rows]
+    if expired:
+        log.warning("rejected %d orders past their %ss deadline: %s", len(expired), deadline_s, expired[:20])
+    return expired
 
 
 async def refresh_saga_gauges(runtime: ServiceRuntime) -> None:
     metrics.SAGA_DEADLINE.set(runtime.settings.deadline_s)  # type: ignore[attr-defined]
-    async with runtime.engine.connect() as conn:
-        count, oldest = (await conn.execute(_IN_PROGRESS)).one()
+    async with runtime.db.connection() as conn:
+        count, oldest = await conn.fetchrow(_IN_PROGRESS)
     metrics.SAGAS_IN_PROGRESS.set(count)
     metrics.SAGA_OLDEST_PENDING_AGE.set(float(oldest))
 

@@ -21,9 +21,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from saga_common.db import NAMING_CONVENTION
-from saga_common.inbox import inbox_table
-from saga_common.outbox import outbox_table
+from saga_common.models import NAMING_CONVENTION, inbox_table, outbox_table
 
 
 class OrderStatus(StrEnum):
@@ -35,7 +33,6 @@ class OrderStatus(StrEnum):
 
 
 TERMINAL_STATUSES = frozenset({OrderStatus.FULFILLED, OrderStatus.REJECTED, OrderStatus.CANCELLED})
-IN_PROGRESS_STATUSES = frozenset({OrderStatus.PENDING, OrderStatus.CANCELLING})
 
 
 class Base(DeclarativeBase):

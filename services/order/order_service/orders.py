@@ -1,8 +1,5 @@
-"""Reads and writes of the orders table; every write runs inside a caller's unit of work.
-
-The saga's hot statements (create, lock, change state, read one) run on the transaction's asyncpg connection
-(`db`); the list, with its optional filters, is a SQLAlchemy expression.
-"""
+"""Reads and writes of the orders table: asyncpg statements on the caller's connection (every write inside
+its unit of work)."""
 
 from __future__ import annotations
 
@@ -11,10 +8,8 @@ from datetime import datetime
 from decimal import Decimal
 
 import asyncpg
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from order_service.models import TERMINAL_STATUSES, OrderStatus, orders
+from order_service.models import TERMINAL_STATUSES, OrderStatus
 from order_service.schemas import OrderCreate, OrderOut
 from saga_common.tracing import trace_id_of
 
@@ -76,7 +71,7 @@ def to_resource(row: OrderRow) -> OrderOut:
 
 
 async def insert_order(
-    db: asyncpg.Connection,
+    conn: asyncpg.Connection,
     body: OrderCreate,
     *,
     idempotency_key: str | None,
@@ -84,7 +79,7 @@ async def insert_order(
     trace_parent: str | None,
 ) -> OrderRow | None:
     """Insert a pending order; None when the idempotency key is already taken."""
-    record = await db.fetchrow(
+    record = await conn.fetchrow(
         _INSERT,
         body.customer_id,
         body.product_id,
@@ -97,34 +92,47 @@ async def insert_order(
     return _row(record)
 
 
-async def get_by_idempotency_key(db: asyncpg.Connection, key: str) -> OrderRow | None:
-    return _row(await db.fetchrow(_BY_KEY, key))
+async def get_by_idempotency_key(conn: asyncpg.Connection, key: str) -> OrderRow | None:
+    return _row(await conn.fetchrow(_BY_KEY, key))
 
 
-async def get(db: asyncpg.Connection, order_id: int, *, for_update: bool = False) -> OrderRow | None:
-    return _row(await db.fetchrow(_BY_ID_FOR_UPDATE if for_update else _BY_ID, order_id))
+async def get(conn: asyncpg.Connection, order_id: int, *, for_update: bool = False) -> OrderRow | None:
+    return _row(await conn.fetchrow(_BY_ID_FOR_UPDATE if for_update else _BY_ID, order_id))
 
 
 async def set_status(
-    db: asyncpg.Connection, order_id: int, status: OrderStatus, *, reason: str | None = None
+    conn: asyncpg.Connection, order_id: int, status: OrderStatus, *, reason: str | None = None
 ) -> OrderRow:
-    record = await db.fetchrow(_SET_STATUS, order_id, status.value, reason, status in TERMINAL_STATUSES)
+    record = await conn.fetchrow(_SET_STATUS, order_id, status.value, reason, status in TERMINAL_STATUSES)
     assert record is not None, f"order {order_id} vanished inside its own transaction"
     return OrderRow(*record)
 
 
 async def list_orders(
-    conn: AsyncConnection, *, customer_id: int | None, status: OrderStatus | None, limit: int, before_id: int | None
+    conn: asyncpg.Connection,
+    *,
+    customer_id: int | None,
+    status: OrderStatus | None,
+    limit: int,
+    before_id: int | None,
 ) -> list[OrderRow]:
-    columns = [orders.c[name] for name in OrderRow.__dataclass_fields__]
-    statement = select(*columns).order_by(orders.c.id.desc()).limit(limit)
-    if customer_id is not None:
-        statement = statement.where(orders.c.customer_id == customer_id)
-    if status is not None:
-        statement = statement.where(orders.c.status == status.value)
-    if before_id is not None:
-        statement = statement.where(orders.c.id < before_id)
-    return [OrderRow(*row) for row in (await conn.execute(statement)).all()]
+    # Only the filters given, from a fixed list: at most eight statements, each planned for its own filters
+    # (a catch-all "$1 IS NULL OR customer_id = $1" would get one generic plan that cannot use the index).
+    filters = (
+        ("customer_id =", customer_id),
+        ("status =", None if status is None else status.value),
+        ("id <", before_id),
+    )
+    conditions: list[str] = []
+    args: list[object] = []
+    for condition, value in filters:
+        if value is not None:
+            args.append(value)
+            conditions.append(f"{condition} ${len(args)}")
+    where = f"WHERE {' AND '.join(conditions)} " if conditions else ""
+    args.append(limit)
+    query = f"SELECT {_COLUMNS} FROM orders {where}ORDER BY id DESC LIMIT ${len(args)}"
+    return [OrderRow(*record) for record in await conn.fetch(query, *args)]
 
 
 def duration_seconds(row: OrderRow) -> float:

@@ -36,11 +36,11 @@ class CannotCancel(Exception):
     pass
 
 
-# The rejection reason of an order whose deadline passed while it was pending (see deadlines.py).
+# The rejection reason of an order whose deadline passed while it was pending (see jobs.py).
 DEADLINE_REASON = "timeout"
 
 
-def on_credit_reserved(status: OrderStatus) -> Decision:
+def on_order_fulfilled(status: OrderStatus) -> Decision:
     if status is OrderStatus.PENDING:
         return Decision(OrderStatus.FULFILLED)
     if status in (OrderStatus.REJECTED, OrderStatus.CANCELLED):
@@ -48,7 +48,7 @@ def on_credit_reserved(status: OrderStatus) -> Decision:
     return Decision()  # fulfilled or cancelling: this reservation is already known
 
 
-def on_credit_rejected(status: OrderStatus, reason: str) -> Decision:
+def on_order_rejected(status: OrderStatus, reason: str) -> Decision:
     if status is OrderStatus.PENDING:
         return Decision(OrderStatus.REJECTED, reason=reason)
     return Decision()

@@ -9,25 +9,22 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
 
+import asyncpg
 import orjson
 from pydantic import BaseModel, Field
-from sqlalchemy import Row, text
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from order_service.orders import OrderRow
 from order_service.saga import DEADLINE_REASON
 from saga_common.topology import CUSTOMER_SERVICE, ORDER_SERVICE
 from saga_common.tracing import trace_id_of
 
-_OUTBOX = text(
+_OUTBOX = (
     "SELECT id, routing_key, payload::text AS payload, created_at, published_at FROM outbox "
-    "WHERE order_id = :order_id ORDER BY seq"
+    "WHERE order_id = $1 ORDER BY seq"
 )
-_INBOX = text(
-    "SELECT message_id, message_type, occurred_at, processed_at FROM inbox WHERE order_id = :order_id "
-    "ORDER BY processed_at"
+_INBOX = (
+    "SELECT message_id, message_type, occurred_at, processed_at FROM inbox WHERE order_id = $1 ORDER BY processed_at"
 )
 
 # What a received answer means, and what recording it did.
@@ -54,7 +51,7 @@ class SagaTimeline(BaseModel):
     steps: list[SagaStep]
 
 
-async def timeline_of(conn: AsyncConnection, order: OrderRow) -> SagaTimeline:
+async def timeline_of(conn: asyncpg.Connection, order: OrderRow) -> SagaTimeline:
     steps = [
         SagaStep(
             step="created",
@@ -63,12 +60,13 @@ async def timeline_of(conn: AsyncConnection, order: OrderRow) -> SagaTimeline:
             detail=f"customer {order.customer_id}, {order.total_price}",
         )
     ]
-    for row in (await conn.execute(_OUTBOX, {"order_id": order.id})).all():
+    for row in await conn.fetch(_OUTBOX, order.id):
         steps += _sent_steps(row)
-    for row in (await conn.execute(_INBOX, {"order_id": order.id})).all():
-        answered, recorded = _ANSWERS[row.message_type]
-        steps.append(SagaStep(step=answered, at=row.occurred_at, service=CUSTOMER_SERVICE, message_id=row.message_id))
-        steps.append(SagaStep(step=recorded, at=row.processed_at, service=ORDER_SERVICE, message_id=row.message_id))
+    for row in await conn.fetch(_INBOX, order.id):
+        answered, recorded = _ANSWERS[row["message_type"]]
+        message_id = row["message_id"]
+        steps.append(SagaStep(step=answered, at=row["occurred_at"], service=CUSTOMER_SERVICE, message_id=message_id))
+        steps.append(SagaStep(step=recorded, at=row["processed_at"], service=ORDER_SERVICE, message_id=message_id))
     if order.rejection_reason == DEADLINE_REASON and order.completed_at is not None:
         steps.append(SagaStep(step="deadline passed: rejected", at=order.completed_at, service=ORDER_SERVICE))
     steps.sort(key=lambda step: (step.at is None, step.at or order.created_at))
@@ -81,15 +79,16 @@ async def timeline_of(conn: AsyncConnection, order: OrderRow) -> SagaTimeline:
     )
 
 
-def _sent_steps(row: Row[Any]) -> list[SagaStep]:
-    payload = orjson.loads(row.payload)
-    if row.routing_key == "order.cancelled":
+def _sent_steps(row: asyncpg.Record) -> list[SagaStep]:
+    payload = orjson.loads(row["payload"])
+    routing_key, message_id = row["routing_key"], row["id"]
+    if routing_key == "order.cancelled":
         reason = payload.get("reason")
         written = "cancel requested" if reason == "cancelled_by_client" else "compensation requested"
         detail = reason
     else:
-        written, detail = f"{row.routing_key} written", None
+        written, detail = f"{routing_key} written", None
     return [
-        SagaStep(step=written, at=row.created_at, service=ORDER_SERVICE, message_id=row.id, detail=detail),
-        SagaStep(step=f"{row.routing_key} published", at=row.published_at, service=ORDER_SERVICE, message_id=row.id),
+        SagaStep(step=written, at=row["created_at"], service=ORDER_SERVICE, message_id=message_id, detail=detail),
+        SagaStep(step=f"{routing_key} published", at=row["published_at"], service=ORDER_SERVICE, message_id=message_id),
     ]

@@ -22,10 +22,9 @@ from typing import Any
 
 import asyncpg
 
-from saga_common.db import one_off_engine
 from saga_common.messages import OrderCancelled
-from saga_common.settings import redact_url, to_libpq_url
-from saga_common.unit_of_work import UnitOfWork
+from saga_common.outbox import PendingEvent, write_events
+from saga_common.settings import redact_url
 from saga_tools import invariants
 from saga_tools.invariants import Kind
 
@@ -50,9 +49,7 @@ class DatabaseUnreachable(ConnectionError):
 
 async def _connect(url: str) -> asyncpg.Connection:
     try:
-        return await asyncpg.connect(
-            to_libpq_url(url), timeout=10, server_settings={"statement_timeout": str(STATEMENT_TIMEOUT_MS)}
-        )
+        return await asyncpg.connect(url, timeout=10, server_settings={"statement_timeout": str(STATEMENT_TIMEOUT_MS)})
     except (OSError, asyncpg.PostgresError) as exc:
         raise DatabaseUnreachable(f"{redact_url(url)}: {exc or type(exc).__name__}") from None
 
@@ -138,22 +135,19 @@ async def reconcile(
                     "none: the order service's deadline sweeper rejects them; is an order service running?",
                 )
             )
+
+        if resend and not dry_run:
+            events = []
+            for finding in resend:
+                assert finding.order_id is not None and finding.customer_id is not None
+                cancel = OrderCancelled(
+                    order_id=finding.order_id, customer_id=finding.customer_id, reason=RECONCILE_REASON
+                )
+                events.append(PendingEvent(cancel, parent=None, links=()))
+            async with orders.transaction():
+                await write_events(orders, events, exchange=exchange)
     finally:
         await orders.close()
         await customers.close()
-
-    if resend and not dry_run:
-        engine = one_off_engine(order_database_url)
-        try:
-            async with UnitOfWork(engine, exchange=exchange).begin() as tx:
-                for finding in resend:
-                    assert finding.order_id is not None and finding.customer_id is not None
-                    tx.emit(
-                        OrderCancelled(
-                            order_id=finding.order_id, customer_id=finding.customer_id, reason=RECONCILE_REASON
-                        )
-                    )
-        finally:
-            await engine.dispose()
     report.repaired = resend
     return report

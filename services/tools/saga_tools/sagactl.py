@@ -22,12 +22,11 @@ from typing import Any
 
 import asyncpg
 import httpx
-import sqlalchemy.exc
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from tabulate import tabulate
 
-from saga_common.db import one_off_engine
+from saga_common.db import CONNECT_TIMEOUT_S
 from saga_common.retention import inbox_window, prune
 from saga_common.settings import DEFAULT_BROKER_URL, redact_url, split_broker_urls
 from saga_common.topology import CUSTOMER_SERVICE, ORDER_SERVICE
@@ -42,7 +41,7 @@ SERVICES = {
     ORDER_SERVICE: ORDER_SERVICE,
     CUSTOMER_SERVICE: CUSTOMER_SERVICE,
 }
-DATABASE_ERRORS = (OSError, asyncpg.PostgresError, sqlalchemy.exc.DBAPIError)
+DATABASE_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 class SagactlSettings(BaseSettings):
@@ -310,18 +309,19 @@ async def _prune(args: argparse.Namespace, settings: SagactlSettings) -> int:
         (ORDER_SERVICE, settings.order_database_url),
         (CUSTOMER_SERVICE, settings.customer_database_url),
     ):
-        engine = one_off_engine(url)
         try:
-            result = await prune(
-                engine,
-                outbox_retention_s=settings.outbox_retention_s,
-                inbox_retention_s=settings.inbox_retention_s,
-                dry_run=args.dry_run,
-            )
+            conn = await asyncpg.connect(url, timeout=CONNECT_TIMEOUT_S)
+            try:
+                result = await prune(
+                    conn,
+                    outbox_retention_s=settings.outbox_retention_s,
+                    inbox_retention_s=settings.inbox_retention_s,
+                    dry_run=args.dry_run,
+                )
+            finally:
+                await conn.close()
         except DATABASE_ERRORS as exc:
             raise CommandError(f"cannot reach the {service} database at {redact_url(url)} ({exc})") from None
-        finally:
-            await engine.dispose()
         results[service] = {
             "outbox_rows": result.outbox_rows,
             "inbox_rows": result.inbox_rows,

@@ -16,8 +16,6 @@ from decimal import Decimal
 import aio_pika
 import asyncpg
 
-from saga_common.settings import to_libpq_url
-
 _INSERT_ORDER = (
     "INSERT INTO orders (customer_id, product_id, quantity, total_price, status) "
     "VALUES ($1, 1, 1, $2, 'pending') RETURNING id"
@@ -44,8 +42,8 @@ QUEUE = "saga-bench.baseline"
 async def run_baseline(
     order_url: str, customer_url: str, broker_url: str, *, customers: list[int], duration_s: float, concurrency: int
 ) -> dict[str, float]:
-    orders = await asyncpg.create_pool(to_libpq_url(order_url), min_size=4, max_size=8)
-    credit = await asyncpg.create_pool(to_libpq_url(customer_url), min_size=4, max_size=8)
+    orders = await asyncpg.create_pool(order_url, min_size=4, max_size=8)
+    credit = await asyncpg.create_pool(customer_url, min_size=4, max_size=8)
     connection = await aio_pika.connect(broker_url)
     try:
         publisher = await connection.channel(publisher_confirms=True)

@@ -82,6 +82,8 @@ class Result:
     outcomes: dict[str, int]
     rss_mib_start: dict[str, float] = field(default_factory=dict)
     rss_mib_end: dict[str, float] = field(default_factory=dict)
+    # CPU (user + system) of each service over the load and until its last saga finished, per finished saga.
+    cpu_ms_per_saga: dict[str, float] = field(default_factory=dict)
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -120,6 +122,7 @@ async def run_scenario(scenario: Scenario, duration_s: float, cluster_urls: str 
         customers = await asyncio.to_thread(stack.create_customers, 1 if scenario.hotspot else CUSTOMERS)
         await _warm_up(stack.order_urls, customers)
         rss_start = stack.rss_mib()
+        cpu_start = stack.cpu_s()
         label = scenario.name
         if scenario.mode == "open":
             run = await open_loop(
@@ -141,8 +144,15 @@ async def run_scenario(scenario: Scenario, duration_s: float, cluster_urls: str 
             )
         assert stack.env is not None
         finished = await outcomes(stack.env.databases.order_url, [s.order_id for s in run.accepted], timeout_s=120)
+        cpu_end = stack.cpu_s()
         rss_end = stack.rss_mib()
-        return _result(scenario, duration_s, run, finished, rss_start, rss_end)
+        result = _result(scenario, duration_s, run, finished, rss_start, rss_end)
+        if result.completed:
+            result.cpu_ms_per_saga = {
+                service: round((cpu_end[service] - cpu_start[service]) * 1000 / result.completed, 2)
+                for service in cpu_start
+            }
+        return result
     finally:
         await asyncio.to_thread(stack.stop)
         if receiver is not None:
@@ -197,9 +207,7 @@ async def run_baseline_scenario(duration_s: float) -> dict[str, float]:
     try:
         import asyncpg
 
-        from saga_common.settings import to_libpq_url
-
-        conn = await asyncpg.connect(to_libpq_url(env.databases.customer_url))
+        conn = await asyncpg.connect(env.databases.customer_url)
         try:
             customers = [
                 await conn.fetchval("INSERT INTO customers (name, balance) VALUES ('baseline', 1e9) RETURNING id")
@@ -257,6 +265,9 @@ def print_report(baseline: dict[str, float] | None, results: list[Result]) -> No
                 f"{name} {r.rss_mib_start[name]:.0f}->{r.rss_mib_end.get(name, 0):.0f}" for name in r.rss_mib_start
             )
             print(f"{r.scenario}: RSS MiB {start:.0f} -> {end:.0f} ({per_process})")
+        if r.cpu_ms_per_saga:
+            cpu = ", ".join(f"{service} {ms:.2f} ms" for service, ms in r.cpu_ms_per_saga.items())
+            print(f"{r.scenario}: CPU per saga: {cpu}")
 
 
 def machine() -> dict[str, Any]:
@@ -274,7 +285,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     names = [s.name for s in SCENARIOS]
     parser.add_argument(
-        "--scenarios", default=",".join(n for n in names if n != "soak"), help=f"comma-separated, from {names}"
+        "--scenarios",
+        default=",".join(n for n in names if n != "soak"),
+        help=f"comma-separated, from {names}".replace("%", "%%"),
     )
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of load per scenario (soak: 300)")
     parser.add_argument("--soak-duration", type=float, default=300.0)

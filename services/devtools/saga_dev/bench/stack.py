@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -11,7 +12,6 @@ from pathlib import Path
 import asyncpg
 import httpx
 
-from saga_common.settings import to_libpq_url
 from saga_dev.localstack import SagaEnvironment, ServiceProcess
 
 # The services run as they would in production, except for INFO logs (a JSON line per saga step, which
@@ -73,6 +73,13 @@ class BenchStack:
     def rss_mib(self) -> dict[str, float]:
         return {f"{p.module}:{p.port}": _rss_mib(p) for p in [*self.orders, *self.customers]}
 
+    def cpu_s(self) -> dict[str, float]:
+        """CPU seconds (user + system) each service has used so far, replicas summed, from /proc."""
+        used: dict[str, float] = {}
+        for process in [*self.orders, *self.customers]:
+            used[process.module] = used.get(process.module, 0.0) + _cpu_s(process)
+        return used
+
 
 def _rss_mib(process: ServiceProcess) -> float:
     assert process.process is not None
@@ -82,9 +89,16 @@ def _rss_mib(process: ServiceProcess) -> float:
     return 0.0
 
 
+def _cpu_s(process: ServiceProcess) -> float:
+    assert process.process is not None
+    # Fields 14 and 15 of /proc/PID/stat, after the parenthesised command name: utime and stime, in ticks.
+    fields = Path(f"/proc/{process.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def outcomes(order_database_url: str, order_ids: list[int], timeout_s: float) -> dict[int, tuple[str, float]]:
     """Wait (bounded) until every order is terminal; return id -> (status, completed_at as epoch seconds)."""
-    conn = await asyncpg.connect(to_libpq_url(order_database_url))
+    conn = await asyncpg.connect(order_database_url)
     try:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
