@@ -50,6 +50,7 @@ from saga_dev.rabbit_cluster import RabbitCluster
 from saga_tools import invariants
 from tests.support.load import LoadGenerator, LoadStats
 from tests.support.tcp_proxy import TcpProxy
+from tests.support.waiting import wait_until
 
 # Every accepted order must be terminal this long after the fault ended (the README states it).
 CONVERGENCE_BOUND_S = float(os.environ.get("SAGA_CHAOS_BOUND_S", "60"))
@@ -106,11 +107,7 @@ def ensure_postgres_running(timeout: float = 60) -> None:
         capture_output=True,
         timeout=timeout,
     )
-    deadline = time.monotonic() + timeout
-    while not postgres_is_up():
-        if time.monotonic() > deadline:
-            raise RuntimeError("PostgreSQL did not come back; start it with pg_ctlcluster ... start")
-        time.sleep(0.5)
+    wait_until(postgres_is_up, timeout=timeout, interval=0.5, what="PostgreSQL back (else: pg_ctlcluster ... start)")
 
 
 @dataclass

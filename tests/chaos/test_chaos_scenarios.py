@@ -32,6 +32,7 @@ from tests.chaos.harness import (
     ensure_postgres_running,
     postgres_is_up,
 )
+from tests.support.waiting import TimedOut, eventually
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -173,15 +174,16 @@ async def test_kill_9_the_rabbitmq_node_leading_the_saga_queues(chaos: ChaosEnvi
             run.problems.append(f"{name} still led by the dead node {leader}")
     new_leader = during[CUSTOMER_QUEUE]["leader"]
     await asyncio.to_thread(cluster.restart, victim)
-    deadline = time.monotonic() + 60
-    while True:  # the node rejoins and its replicas come back online
-        after = await asyncio.to_thread(cluster.queues, chaos.vhost)
-        if all(leader in (after[q].get("online") or []) for q in (CUSTOMER_QUEUE, ORDER_QUEUE)):
-            break
-        if time.monotonic() > deadline:
-            run.problems.append(f"{leader} did not come back online in the saga queues within 60s")
-            break
-        await asyncio.sleep(1)
+    try:  # the node rejoins and its replicas come back online
+        await eventually(
+            lambda: asyncio.to_thread(cluster.queues, chaos.vhost),
+            until=lambda after: all(leader in (after[q].get("online") or []) for q in (CUSTOMER_QUEUE, ORDER_QUEUE)),
+            timeout=60,
+            interval=1,
+            what=f"{leader} online again in the saga queues",
+        )
+    except TimedOut as exc:
+        run.problems.append(str(exc))
     run.note = f"killed {leader} (leader of {len(led)} queues); new leader {new_leader}; rejoined"
     await run.finish()
 

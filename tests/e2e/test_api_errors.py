@@ -9,8 +9,7 @@ import time
 import asyncpg
 import httpx
 
-from saga_dev.localstack import SagaEnvironment, unique_name
-from tests.support.processes import ServiceProcess
+from saga_dev.localstack import SagaEnvironment, ServiceProcess, unique_name
 
 ORDER = {"customer_id": 1, "product_id": 1, "quantity": 1, "total_price": "1.00"}
 

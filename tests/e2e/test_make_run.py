@@ -12,6 +12,7 @@ import pytest
 
 from saga_dev.localstack import Databases, Vhost, free_port, unique_name
 from tests.support.saga_client import SEED_ORDER
+from tests.support.waiting import wait_until
 
 LAUNCHER = str(Path(sys.executable).parent / "saga-dev")
 
@@ -91,12 +92,13 @@ def test_make_run_serves_the_seed_request_and_stops_without_orphans(launcher_env
         created = httpx.post(f"http://127.0.0.1:{order_port}/orders/", json=SEED_ORDER, timeout=5)
         assert created.status_code == 201, created.text
         order_id = created.json()["id"]
-        deadline = time.monotonic() + 2.0
-        status = created.json()["status"]
-        while status == "pending" and time.monotonic() < deadline:
-            time.sleep(0.05)
-            status = httpx.get(f"http://127.0.0.1:{order_port}/orders/{order_id}", timeout=5).json()["status"]
-        assert status == "fulfilled", "the seed order must be fulfilled within two seconds"
+        order = wait_until(
+            lambda: httpx.get(f"http://127.0.0.1:{order_port}/orders/{order_id}", timeout=5).json(),
+            until=lambda order: order["status"] != "pending",
+            timeout=2.0,
+            what="the seed order's outcome within two seconds",
+        )
+        assert order["status"] == "fulfilled", order
 
         process.send_signal(stop_signal)
         output = read_until(process, "both services stopped", timeout=40)
@@ -115,10 +117,13 @@ def test_children_die_with_a_killed_launcher(launcher_env):
         children = children_of(process.pid)
         process.kill()  # kill -9: no chance to clean up; PDEATHSIG must
         process.wait(10)
-        deadline = time.monotonic() + 30
-        while any(alive(pid) for pid in children) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not [pid for pid in children if alive(pid)]
+        wait_until(
+            lambda: [pid for pid in children if alive(pid)],
+            until=lambda survivors: not survivors,
+            timeout=30,
+            interval=0.1,
+            what="both services gone with their launcher",
+        )
     finally:
         if process.poll() is None:
             process.kill()

@@ -15,6 +15,7 @@ from saga_dev.localstack import SagaEnvironment, ServiceProcess
 from tests.support.broker import broker_tool
 from tests.support.saga_client import TERMINAL, SagaClient, money_of
 from tests.support.sagactl import sagactl, sagactl_json
+from tests.support.waiting import eventually
 
 
 async def sql(database_url: str, query: str, *args):
@@ -121,7 +122,7 @@ async def test_the_saga_timeline_of_a_cancelled_order(saga_env):
         await client.wait_for_status(order["id"], {"fulfilled"})
         assert (await client.cancel(order["id"])).status_code == 202
         await client.wait_for_status(order["id"], {"cancelled"})
-        await asyncio.sleep(0.3)  # the relay marks credit.released's row... on the customer side; ours are done
+        await outboxes_published(saga_env)
         timeline = (await client.http.get(f"{client.order_url}/orders/{order['id']}/saga")).json()
         assert (await client.http.get(f"{client.order_url}/orders/999999/saga")).status_code == 404
         printed = sagactl(saga_env, "order", str(order["id"]), order_url=client.order_url)
@@ -179,9 +180,9 @@ async def test_a_dead_letter_is_listed_with_its_reason_and_replay_finishes_its_s
         try:
             await conn.execute(FAIL_RESERVATIONS)  # a bug ships
             order = await client.create_order(customer, "25.00")
-            deadline = time.monotonic() + 15
-            while not (listed := sagactl_json(saga_env, "dlq", "list")) and time.monotonic() < deadline:
-                await asyncio.sleep(0.3)
+            listed = await eventually(
+                lambda: sagactl_json(saga_env, "dlq", "list"), timeout=15, interval=0.3, what="a dead letter listed"
+            )
             assert len(listed) == 1, listed
             (letter,) = listed
             assert (letter["service"], letter["type"], letter["order_id"]) == (
@@ -210,9 +211,11 @@ async def test_purge_asks_first(saga_env):
         client_order_url = client.order_url
         async with broker_tool(saga_env.broker_url) as broker:
             await broker.publish_raw(b"not json", "order.created", message_id="junk-1")
-        deadline = time.monotonic() + 10
-        while len(sagactl_json(saga_env, "dlq", "list", "--service", "customer")) < 1 and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
+        await eventually(
+            lambda: sagactl_json(saga_env, "dlq", "list", "--service", "customer"),
+            interval=0.2,
+            what="the junk message in the customer service's dead-letter queue",
+        )
         refused = sagactl(saga_env, "dlq", "purge", order_url=client_order_url)
         assert refused.returncode == 1 and "add --yes" in refused.stderr
         assert len(sagactl_json(saga_env, "dlq", "list")) == 1
@@ -228,6 +231,17 @@ async def outbox_count(url: str) -> int:
     return (await sql(url, "SELECT count(*) AS n FROM outbox"))[0]["n"]
 
 
+async def outboxes_published(env: SagaEnvironment) -> None:
+    """Until every outbox row of both services has left: the sagas' last events are on their way."""
+
+    async def unsent() -> int:
+        query = "SELECT count(*) AS n FROM outbox WHERE published_at IS NULL"
+        urls = (env.databases.order_url, env.databases.customer_url)
+        return sum([(await sql(url, query))[0]["n"] for url in urls])
+
+    await eventually(unsent, until=lambda n: n == 0, what="both outboxes published")
+
+
 async def test_reconcile_changes_nothing_when_all_is_consistent_and_repairs_a_broken_state(saga_env):
     grace = {"SAGA_RECONCILE_GRACE_S": "0"}
     async with Saga(saga_env) as (saga, client):
@@ -238,7 +252,7 @@ async def test_reconcile_changes_nothing_when_all_is_consistent_and_repairs_a_br
         to_stick = await client.create_order(rich, "20.00")
         for order in (fulfilled, rejected, to_stick):
             await client.wait_for_status(order["id"], TERMINAL)
-        await asyncio.sleep(0.5)
+        await outboxes_published(saga_env)
         before = await outbox_count(saga_env.databases.order_url)
         report = sagactl_json(saga_env, "reconcile", extra_env=grace)
         assert report["consistent"] and report["repaired"] == [] and report["needs_attention"] == []
@@ -265,19 +279,18 @@ async def test_reconcile_changes_nothing_when_all_is_consistent_and_repairs_a_br
         repaired = sagactl_json(saga_env, "reconcile", extra_env=grace)
         assert {f["order_id"] for f in repaired["repaired"]} == {rejected["id"], to_stick["id"]}
         await client.wait_for_status(to_stick["id"], {"cancelled"})
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            rows = await sql(
+        await eventually(
+            lambda: sql(
                 saga_env.databases.customer_url, "SELECT status FROM reservations WHERE order_id = $1", rejected["id"]
-            )
-            if rows[0]["status"] == "released":
-                break
-            await asyncio.sleep(0.1)
-        assert rows[0]["status"] == "released"
+            ),
+            until=lambda rows: rows[0]["status"] == "released",
+            interval=0.1,
+            what="the rejected order's credit released",
+        )
         assert (await client.order(rejected["id"]))["status"] == "rejected"
         assert Decimal((await client.customer(poor))["balance"]) == Decimal("5.00")
         assert (await money_of(saga_env.databases.customer_url, [rich]))["total"] == Decimal("100.00")
-        await asyncio.sleep(0.5)
+        await outboxes_published(saga_env)
         again = sagactl_json(saga_env, "reconcile", extra_env=grace)
         assert again["consistent"], again
 
@@ -356,13 +369,14 @@ async def test_a_database_outage_is_a_503_to_retry_not_a_500(saga_env):
     await asyncio.to_thread(order.start, False)
     try:
         async with httpx.AsyncClient(timeout=20) as http:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                try:
-                    if (await http.get(f"{order.base_url}/healthz")).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    await asyncio.sleep(0.1)
+            await eventually(
+                lambda: http.get(f"{order.base_url}/healthz"),
+                until=lambda response: response.status_code == 200,
+                timeout=30,
+                interval=0.1,
+                ignoring=(httpx.HTTPError,),
+                what="the order service alive without its database",
+            )
             ready = await http.get(f"{order.base_url}/readyz")
             assert ready.status_code == 503 and ready.json()["checks"]["database"] is False
             created = await http.post(

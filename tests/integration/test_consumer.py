@@ -13,6 +13,7 @@ from saga_common.consumer import ATTEMPT_HEADER, CATEGORY_HEADER, REASON_HEADER,
 from saga_common.messages import OrderCreated
 from saga_common.topology import CUSTOMER_SERVICE
 from tests.support.broker import broker_tool, default_topology
+from tests.support.waiting import eventually
 
 DEAD_LETTER = "customer-service.dead-letter"
 
@@ -40,14 +41,7 @@ async def reservations_for(saga_env, order_id: int) -> list[asyncpg.Record]:
 
 
 async def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = await predicate()
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(interval)
+    return await eventually(predicate, timeout=timeout, interval=interval, what=getattr(predicate, "__name__", ""))
 
 
 async def test_a_duplicate_order_created_makes_one_reservation_and_one_answer(saga_env, runtimes):

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from tests.observability.promql import (
     substitute_variables,
 )
 from tests.support.saga_client import TERMINAL
+from tests.support.waiting import eventually, wait_until
 
 PROMETHEUS_MADE = {"up"}
 
@@ -133,13 +133,14 @@ def prometheus(traced_services, tmp_path_factory) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+        wait_until(
+            lambda: httpx.get(f"{url}/-/ready", timeout=1),
+            until=lambda response: response.status_code == 200,
+            timeout=30,
+            interval=0.2,
+            ignoring=(httpx.HTTPError,),
+            what="Prometheus ready",
+        )
         yield url
     finally:
         process.terminate()
@@ -160,10 +161,14 @@ async def test_a_real_prometheus_scrapes_both_services_and_the_dashboards_get_da
             await saga.wait_for_status(order["id"], TERMINAL)
         await asyncio.sleep(1.5)
 
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and len(query(prometheus, 'up{job="saga"} == 1')) < 2:
-        await asyncio.sleep(0.5)
-    assert {r["metric"]["service"] for r in query(prometheus, 'up{job="saga"} == 1')} == {
+    up = await eventually(
+        lambda: query(prometheus, 'up{job="saga"} == 1'),
+        until=lambda result: len(result) >= 2,
+        timeout=30,
+        interval=0.5,
+        what="both services scraped",
+    )
+    assert {r["metric"]["service"] for r in up} == {
         "order-service",
         "customer-service",
     }

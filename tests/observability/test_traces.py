@@ -13,6 +13,7 @@ from saga_dev.localstack import ServiceProcess
 from tests.observability.conftest import tracing_env
 from tests.support.otlp import OtlpReceiver, ReceivedSpan
 from tests.support.saga_client import TERMINAL, SagaClient
+from tests.support.waiting import TimedOut, eventually, wait_until
 
 ORDER, CUSTOMER = "order-service", "customer-service"
 
@@ -191,25 +192,34 @@ async def test_a_saga_published_after_an_order_service_restart_is_still_one_trac
 
 
 def _wait_alive(service: ServiceProcess, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{service.base_url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise TimeoutError(service.log_tail())
+    try:
+        wait_until(
+            lambda: httpx.get(f"{service.base_url}/healthz", timeout=1),
+            until=lambda response: response.status_code == 200,
+            timeout=timeout,
+            interval=0.1,
+            ignoring=(httpx.HTTPError,),
+            what="the service alive",
+        )
+    except TimedOut as exc:
+        raise TimedOut(f"{exc}\n{service.log_tail()}") from None
 
 
 async def test_logs_are_json_lines_with_the_trace_span_and_order(saga, otlp_receiver, traced_services):
     order_service, customer_service = traced_services
     customer = await saga.create_customer("100.00")
     order, trace_id = await create_and_finish(saga, customer, "5.00")
-    await asyncio.sleep(0.2)
     for service, says in ((order_service, "fulfilled"), (customer_service, "reserved")):
-        lines = [json.loads(line) for line in service.log_text().splitlines() if line.startswith("{")]
-        about_order = [line for line in lines if line.get("order_id") == order["id"]]
-        assert any(says in line["message"] for line in about_order), f"no '{says}' line for the order"
+
+        def lines_about_order(service=service) -> list[dict]:
+            lines = [json.loads(line) for line in service.log_text().splitlines() if line.startswith("{")]
+            return [line for line in lines if line.get("order_id") == order["id"]]
+
+        about_order = await eventually(
+            lines_about_order,
+            until=lambda lines, says=says: any(says in line["message"] for line in lines),
+            what=f"a '{says}' log line for the order",
+        )
         for line in about_order:
             assert {"time", "level", "message", "trace_id", "span_id", "order_id"} <= line.keys()
             assert line["trace_id"] == trace_id, line

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +11,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
 
 from saga_dev.bench.otlp_sink import OtlpSink
+from tests.support.waiting import wait_until
 
 KINDS = {
     ProtoSpan.SPAN_KIND_INTERNAL: "internal",
@@ -93,8 +93,4 @@ class OtlpReceiver:
             return [span for span in self.spans if span.trace_id == trace_id]
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 15) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"telemetry not received within {timeout}s")
-            time.sleep(0.1)
+        wait_until(predicate, timeout=timeout, interval=0.1, what="telemetry received")

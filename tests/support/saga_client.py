@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -14,6 +12,7 @@ import asyncpg
 import httpx
 
 from saga_dev.localstack import ServiceProcess
+from tests.support.waiting import eventually
 
 SEED_ORDER = {"customer_id": 1, "product_id": 1, "status": "pending", "quantity": 1, "total_price": 50.0}
 TERMINAL = {"fulfilled", "rejected", "cancelled"}
@@ -55,14 +54,12 @@ class SagaClient:
         return response.json()
 
     async def wait_for_status(self, order_id: int, statuses: set[str], timeout: float = 15) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            order = await self.order(order_id)
-            if order["status"] in statuses:
-                return order
-            if time.monotonic() > deadline:
-                raise AssertionError(f"order {order_id} still {order['status']} after {timeout}s, wanted {statuses}")
-            await asyncio.sleep(0.05)
+        return await eventually(
+            lambda: self.order(order_id),
+            until=lambda order: order["status"] in statuses,
+            timeout=timeout,
+            what=f"order {order_id} in {sorted(statuses)}",
+        )
 
     async def cancel(self, order_id: int) -> httpx.Response:
         return await self.http.post(f"{self.order_url}/orders/{order_id}/cancel")
