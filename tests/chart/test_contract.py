@@ -519,23 +519,32 @@ def test_every_in_cluster_host_and_port_exists(variant: str) -> None:
     assert seen > 5
 
 
-def test_the_broker_users_may_declare_and_use_the_whole_topology(default: Rendered) -> None:
-    """Both services declare every queue; their RabbitMQ users' permissions must cover all those names."""
+def test_the_broker_users_may_use_their_own_names_only(default: Rendered) -> None:
+    """Each service's RabbitMQ user may publish to the saga's exchange and its own requeue exchange and consume its
+    own work queue; nothing of the other service's, nothing to configure (the topology is in the definitions)."""
     import json
 
     config_map = default.get("ConfigMap", "saga-rabbitmq")
     definitions = json.loads(config_map["data"]["definitions.template.json"])
     settings = OrderSettings()
-    names = {settings.exchange, "amq.default"}
-    for service in topology.BINDINGS:
-        queues = topology.ServiceQueues(service, tuple(settings.retry_delays_ms))
-        names |= {queues.work, queues.dead_letter, *(queues.retry(d) for d in settings.retry_delays_ms)}
     users = {u["name"] for u in definitions["users"]}
     assert set(SETTINGS) <= users
     for permission in definitions["permissions"]:
-        if permission["user"] not in SETTINGS:
+        service = permission["user"]
+        if service not in SETTINGS:
             continue
-        for kind in ("configure", "write", "read"):
-            pattern = re.compile(permission[kind])
-            assert all(pattern.fullmatch(name) for name in names), (permission["user"], kind)
-            assert not pattern.fullmatch("amq.rabbitmq.trace") and not pattern.fullmatch("other.queue")
+        own = topology.ServiceQueues(service, tuple(settings.retry_delays_ms))
+        (other,) = set(topology.BINDINGS) - {service}
+        theirs = topology.ServiceQueues(other, tuple(settings.retry_delays_ms))
+        every = {settings.exchange, "amq.default", "amq.rabbitmq.trace", "other.queue"}
+        for queues in (own, theirs):
+            every |= {queues.work, queues.dead_letter, queues.requeue_exchange, *queues.parked}
+        may = {
+            kind: {name for name in every if re.fullmatch(permission[kind], name)}
+            for kind in ("configure", "write", "read")
+        }
+        assert may == {
+            "configure": set(),
+            "write": {settings.exchange, own.requeue_exchange},
+            "read": {own.work},
+        }, service

@@ -241,7 +241,7 @@ dict "root" $ "username" "order-service" "password" "..."
 {{- fail (printf "services.%s: autoscaling.minReplicas=%d is above maxReplicas=%d" $key (int $svc.autoscaling.minReplicas) (int $svc.autoscaling.maxReplicas)) }}
 {{- end }}
 {{- range $name, $_ := $svc.settings }}
-{{- if has $name (list "SAGA_ENVIRONMENT" "SAGA_HTTP_PORT" "SAGA_HTTP_HOST" "SAGA_LOG_LEVEL" "SAGA_LOG_FORMAT" "SAGA_DRAIN_TIMEOUT_S") }}
+{{- if has $name (list "SAGA_ENVIRONMENT" "SAGA_HTTP_PORT" "SAGA_HTTP_HOST" "SAGA_LOG_LEVEL" "SAGA_LOG_FORMAT" "SAGA_DRAIN_TIMEOUT_S" "SAGA_BROKER_TOPOLOGY") }}
 {{- fail (printf "services.%s.settings.%s is set by the chart itself; use the chart's own value for it" $key $name) }}
 {{- end }}
 {{- /* The services never read these: sagactl does, in the CronJobs. */}}

@@ -52,6 +52,11 @@ class ServiceSettings(BaseSettings):
     db_statement_timeout_ms: int = Field(5000, ge=0)
 
     exchange: str = "saga.events"
+    broker_topology: Literal["declare", "passive"] = Field(
+        "declare",
+        description="`declare`: the service declares the whole topology (development); `passive`: it comes from the "
+        "broker's definitions and the service only checks that what it uses exists (a least-privilege user).",
+    )
     queue_type: Literal["quorum", "classic"] = "quorum"
     consumer_prefetch: int = Field(64, ge=1, le=10_000)
     delivery_limit: int = Field(
