@@ -45,10 +45,15 @@ broker_urls() {
 # service KEY DATABASE_USER DATABASE_NAME
 service() {
     database_password=$(random)
+    service_database_password=$(random)
     rabbitmq_password=$(random)
+    database_host="$RELEASE-$1-db.$NAMESPACE.svc.$CLUSTER_DOMAIN:5432"
+    # The owner runs the migrations; the service connects as <owner>_service, granted data access only.
     secret "$RELEASE-$1-service-credentials" \
         "database-password=$database_password" \
-        "database-url=postgresql://$2:$database_password@$RELEASE-$1-db.$NAMESPACE.svc.$CLUSTER_DOMAIN:5432/$3" \
+        "migration-database-url=postgresql://$2:$database_password@$database_host/$3" \
+        "service-database-password=$service_database_password" \
+        "database-url=postgresql://$2_service:$service_database_password@$database_host/$3" \
         "rabbitmq-password=$rabbitmq_password" \
         "rabbitmq-url=$(broker_urls "$1-service" "$rabbitmq_password")"
 }

@@ -183,10 +183,27 @@ def test_the_settings_built_from_the_rendered_environment_are_valid(
         db_env = {
             e["name"]: e for e in rendered.workload(f"{service.removesuffix('-service')}-db").containers()[0]["env"]
         }
-        assert database.username == db_env["POSTGRES_USER"]["value"]
         assert database.path == f"/{db_env['POSTGRES_DB']['value']}"
         password_ref = db_env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"]
-        assert database.password == secret_value(rendered, password_ref["name"], password_ref["key"])
+        owner_password = secret_value(rendered, password_ref["name"], password_ref["key"])
+        if workload.owner["kind"] == "Job":
+            # The migrations (and the seed) run as the database's owner.
+            assert database.username == db_env["POSTGRES_USER"]["value"]
+            assert database.password == owner_password
+        else:
+            # The service connects as the role the migration grants data access to, never as the owner.
+            migrate = next(
+                c
+                for w in rendered.workloads()
+                if w.owner["kind"] == "Job" and w.component == f"{service.removesuffix('-service')}-migrate"
+                for c in w.containers()
+                if c.get("args", [None])[0] == "migrate"
+            )
+            migrate_env = {e["name"]: e for e in migrate["env"]}
+            assert database.username == migrate_env["SAGA_SERVICE_DATABASE_ROLE"]["value"]
+            assert database.username != db_env["POSTGRES_USER"]["value"]
+            ref = migrate_env["SAGA_SERVICE_DATABASE_PASSWORD"]["valueFrom"]["secretKeyRef"]
+            assert database.password == secret_value(rendered, ref["name"], ref["key"]) != owner_password
 
         if workload.owner["kind"] != "Deployment":
             # migrate and seed never touch the broker: no credentials for it.

@@ -208,7 +208,12 @@ dict "root" $ "username" "order-service" "password" "..."
 
 {{/* DATABASE_URL of a service: dict "root" $ "svc" $svc "password" "..." */}}
 {{- define "saga.databaseUrl" -}}
-{{- printf "postgresql://%s:%s@%s:5432/%s" .svc.database.username .password (include "saga.host" (dict "root" .root "component" .svc.dbComponent)) .svc.database.name }}
+{{- printf "postgresql://%s:%s@%s:5432/%s" .username .password (include "saga.host" (dict "root" .root "component" .svc.dbComponent)) .svc.database.name }}
+{{- end }}
+
+{{/* The role a service connects to its database as (the owner runs the migrations): $svc | include ... */}}
+{{- define "saga.serviceDatabaseRole" -}}
+{{- printf "%s_service" .database.username }}
 {{- end }}
 
 {{/* Where the services send their traces; empty: tracing off. */}}
@@ -241,7 +246,7 @@ dict "root" $ "username" "order-service" "password" "..."
 {{- fail (printf "services.%s: autoscaling.minReplicas=%d is above maxReplicas=%d" $key (int $svc.autoscaling.minReplicas) (int $svc.autoscaling.maxReplicas)) }}
 {{- end }}
 {{- range $name, $_ := $svc.settings }}
-{{- if has $name (list "SAGA_ENVIRONMENT" "SAGA_HTTP_PORT" "SAGA_HTTP_HOST" "SAGA_LOG_LEVEL" "SAGA_LOG_FORMAT" "SAGA_DRAIN_TIMEOUT_S" "SAGA_BROKER_TOPOLOGY") }}
+{{- if has $name (list "SAGA_ENVIRONMENT" "SAGA_HTTP_PORT" "SAGA_HTTP_HOST" "SAGA_LOG_LEVEL" "SAGA_LOG_FORMAT" "SAGA_DRAIN_TIMEOUT_S" "SAGA_BROKER_TOPOLOGY" "SAGA_SERVICE_DATABASE_ROLE" "SAGA_SERVICE_DATABASE_PASSWORD") }}
 {{- fail (printf "services.%s.settings.%s is set by the chart itself; use the chart's own value for it" $key $name) }}
 {{- end }}
 {{- /* The services never read these: sagactl does, in the CronJobs. */}}

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -38,6 +38,14 @@ class ServiceSettings(BaseSettings):
         validation_alias=AliasChoices("RABBITMQ_BROKER_URL", "rabbitmq_broker_url"),
         description="AMQP URL, or a comma-separated list of URLs (one per cluster node) to fail over between.",
     )
+
+    service_database_role: str | None = Field(
+        None,
+        pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+        description="(`migrate`) the role the service connects as: created or updated after the migrations, with "
+        "data access to this database's tables and nothing else; DATABASE_URL is then the owner's.",
+    )
+    service_database_password: SecretStr | None = Field(None, description="(`migrate`) that role's password.")
 
     http_host: str = "0.0.0.0"
     http_port: int = Field(8000, ge=1, le=65535)
