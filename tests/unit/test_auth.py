@@ -152,3 +152,38 @@ def test_the_service_refuses_to_start_in_production_without_an_identity_provider
     monkeypatch.setenv("RABBITMQ_BROKER_URL", "amqp://order:an0ther-Long@mq/")
     with pytest.raises(ValueError, match="SAGA_AUTH_ISSUER and SAGA_AUTH_JWKS_URL"):
         create_app(OrderSettings(**PRODUCTION, rabbitmq_broker_url="amqp://order:an0ther-Long@mq/"))
+
+
+async def test_a_pem_certificate_serves_as_the_key_set(tmp_path):
+    """What the chart's development signer gives the services: a self-signed certificate, no JWKS."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import NameOID
+
+    from saga_tools import tokens
+
+    key = auth.rsa_key()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "saga-dev-token-signer")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    pem = tmp_path / "certificate.pem"
+    pem.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file = tmp_path / "signing-key.pem"
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    settings = OrderSettings(auth_enabled=True, auth_issuer="saga-dev", auth_jwks_url=pem.as_uri())
+    token = tokens.mint(tokens.ensure_key(key_file), subject="t", scopes=["orders:read"], issuer="saga-dev")
+    principal = await Authenticator(settings).principal(token)
+    assert principal.scopes == {"orders:read"}

@@ -216,6 +216,11 @@ dict "root" $ "username" "order-service" "password" "..."
 {{- printf "%s_service" .database.username }}
 {{- end }}
 
+{{/* The Secret of the chart's development token signer (only without auth.issuer). */}}
+{{- define "saga.tokenSigner" -}}
+{{- include "saga.componentName" (dict "root" . "component" "token-signer") }}
+{{- end }}
+
 {{/* Where the services send their traces; empty: tracing off. */}}
 {{- define "saga.otlpEndpoint" -}}
 {{- if .Values.jaeger.enabled }}
@@ -227,6 +232,9 @@ dict "root" $ "username" "order-service" "password" "..."
 
 {{/* Combinations that cannot work; included once, from validate.yaml. */}}
 {{- define "saga.validate" -}}
+{{- if ne (empty .Values.auth.issuer) (empty .Values.auth.jwksUrl) }}
+{{- fail "auth.issuer and auth.jwksUrl go together: set both (an identity provider) or neither (the development signer)" }}
+{{- end }}
 {{- if and .Values.jaeger.enabled .Values.tracing.otlpEndpoint }}
 {{- fail "tracing.otlpEndpoint is for a collector outside the chart: set it only with jaeger.enabled=false" }}
 {{- end }}

@@ -17,6 +17,8 @@ Nothing here logs or returns a token: errors name what was wrong, never what was
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 import logging
 import time
@@ -26,8 +28,12 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import jwt
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from fastapi import Depends, HTTPException, Request, Security, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from saga_common.settings import ServiceSettings
 
@@ -137,10 +143,37 @@ def _read_url(url: str) -> bytes:
         return bytes(response.read(MAX_JWKS_BYTES + 1))
 
 
+def key_id(jwk: dict[str, Any]) -> str:
+    """RFC 7638 thumbprint of a public JWK: the same key always gets the same id."""
+    members = ("crv", "kty", "x", "y") if jwk["kty"] == "EC" else ("e", "kty", "n")
+    canonical = json.dumps({name: jwk[name] for name in members}, separators=(",", ":"), sort_keys=True)
+    return base64.urlsafe_b64encode(hashlib.sha256(canonical.encode()).digest()).rstrip(b"=").decode()
+
+
+def public_jwk(public_key: Any) -> dict[str, Any]:
+    """A public key (RSA or EC P-256) as a JWK with its algorithm and its thumbprint as `kid`."""
+    if isinstance(public_key, rsa.RSAPublicKey):
+        jwk: dict[str, Any] = json.loads(RSAAlgorithm.to_jwk(public_key)) | {"alg": "RS256"}
+    elif isinstance(public_key, ec.EllipticCurvePublicKey):
+        jwk = json.loads(ECAlgorithm.to_jwk(public_key)) | {"alg": "ES256"}
+    else:
+        raise ValueError("only RSA and EC keys sign tokens here")
+    return jwk | {"use": "sig", "kid": key_id(jwk)}
+
+
+def _pem_keys(document: bytes) -> dict[str, Any]:
+    """A PEM certificate or public key instead of a JWKS (what a Helm chart can generate): one key."""
+    if b"CERTIFICATE" in document.split(b"\n", 1)[0]:
+        public_key = x509.load_pem_x509_certificate(document).public_key()
+    else:
+        public_key = serialization.load_pem_public_key(document)
+    return {"keys": [public_jwk(public_key)]}
+
+
 def _parse_jwks(document: bytes, algorithms: list[str]) -> dict[str | None, jwt.PyJWK]:
     if len(document) > MAX_JWKS_BYTES:
         raise ValueError("JWKS document too large")
-    data = json.loads(document)
+    data = _pem_keys(document) if document.lstrip().startswith(b"-----BEGIN") else json.loads(document)
     keys: dict[str | None, jwt.PyJWK] = {}
     for entry in data.get("keys", []):
         if not isinstance(entry, dict) or entry.get("use", "sig") != "sig" or entry.get("kty") not in {"RSA", "EC"}:

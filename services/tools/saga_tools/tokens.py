@@ -1,6 +1,7 @@
 """A local signing key for development and tests: mint tokens as an identity provider would.
 
-`sagactl token` signs with a private key kept in a file (ES256, P-256), created on first use; the services
+`sagactl token` signs with a private key kept in a file (ES256 with P-256, created on first use; or an RSA
+key, RS256, such as the one the chart generates); the services
 verify with its public half only, published as a JWKS document next to it (`<key>.jwks.json`), which the
 services read through `SAGA_AUTH_JWKS_URL=file://...` (or a test serves over HTTP). The private key never
 goes anywhere else: not into a service's settings, not into the chart's service pods.
@@ -17,25 +18,29 @@ from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from jwt.algorithms import ECAlgorithm
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from saga_common import auth
 
 DEFAULT_KEY_PATH = Path(".saga") / "dev-signing-key.pem"
 DEFAULT_ISSUER = "saga-dev"
 DEFAULT_AUDIENCE = "saga"
-ALGORITHM = "ES256"
 
 
 def jwks_path(key_path: Path) -> Path:
     return key_path.with_name(key_path.name + ".jwks.json")
 
 
-def ensure_key(key_path: Path) -> ec.EllipticCurvePrivateKey:
-    """The private key at `key_path`, created (mode 0600) with its JWKS beside it if it does not exist."""
+SigningKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+
+
+def ensure_key(key_path: Path) -> SigningKey:
+    """The private key at `key_path` (EC P-256 or RSA), created as EC (mode 0600) if it does not exist; its
+    public JWKS is written beside it."""
     if key_path.exists():
         key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
-        if not isinstance(key, ec.EllipticCurvePrivateKey):
-            raise ValueError(f"{key_path} is not an EC private key")
+        if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+            raise ValueError(f"{key_path} is neither an EC nor an RSA private key")
     else:
         key = ec.generate_private_key(ec.SECP256R1())
         key_path.parent.mkdir(parents=True, exist_ok=True)
@@ -45,32 +50,23 @@ def ensure_key(key_path: Path) -> ec.EllipticCurvePrivateKey:
         fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as file:
             file.write(pem)
-    jwks_path(key_path).write_text(json.dumps(jwks_of(key), indent=2) + "\n")
+    try:
+        jwks_path(key_path).write_text(json.dumps(jwks_of(key), indent=2) + "\n")
+    except OSError:
+        pass  # a read-only mount (the chart's test pod): the services get the public half elsewhere
     return key
 
 
-def public_jwk(key: ec.EllipticCurvePrivateKey) -> dict[str, Any]:
-    jwk: dict[str, Any] = json.loads(ECAlgorithm.to_jwk(key.public_key()))
-    jwk |= {"use": "sig", "alg": ALGORITHM, "kid": key_id(jwk)}
-    return jwk
+def public_jwk(key: SigningKey) -> dict[str, Any]:
+    return auth.public_jwk(key.public_key())
 
 
-def jwks_of(*keys: ec.EllipticCurvePrivateKey) -> dict[str, Any]:
+def jwks_of(*keys: SigningKey) -> dict[str, Any]:
     return {"keys": [public_jwk(key) for key in keys]}
 
 
-def key_id(jwk: dict[str, Any]) -> str:
-    """RFC 7638 thumbprint of the public key: the same key always gets the same id."""
-    import base64
-    import hashlib
-
-    members = {name: jwk[name] for name in ("crv", "kty", "x", "y")}
-    digest = hashlib.sha256(json.dumps(members, separators=(",", ":"), sort_keys=True).encode()).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
-
-
 def mint(
-    key: ec.EllipticCurvePrivateKey,
+    key: SigningKey,
     *,
     subject: str,
     scopes: list[str],
@@ -94,7 +90,8 @@ def mint(
     }
     if customer_id is not None:
         claims[customer_claim] = customer_id
-    return jwt.encode(claims, key, algorithm=ALGORITHM, headers={"kid": public_jwk(key)["kid"]})
+    jwk = public_jwk(key)
+    return jwt.encode(claims, key, algorithm=jwk["alg"], headers={"kid": jwk["kid"]})
 
 
 class LocalIdentity:
