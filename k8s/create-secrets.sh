@@ -1,6 +1,6 @@
 #!/bin/sh
 # The credentials of the plain manifests (k8s/saga.yaml refers to these Secrets and carries none).
-# Prints four Secrets with fresh random passwords, as YAML, for kubectl:
+# Prints five Secrets with fresh random passwords, as YAML, for kubectl:
 #
 #   kubectl create namespace saga
 #   sh k8s/create-secrets.sh | kubectl apply -f -
@@ -62,3 +62,10 @@ service order order orders
 service customer customer customers
 secret "$RELEASE-rabbitmq-credentials" "erlang-cookie=$(random)" "admin-password=$(random)"
 secret "$RELEASE-grafana-credentials" "admin-password=$(random)"
+# The development token signer (no identity provider): the services mount the certificate, `helm test`-like
+# clients mint tokens with the key (sagactl token). With a real identity provider, set auth.issuer/jwksUrl instead.
+signer=$(mktemp -d)
+openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj /CN=saga-dev-token-signer \
+    -keyout "$signer/key.pem" -out "$signer/cert.pem" 2>/dev/null
+secret "$RELEASE-token-signer-credentials" "certificate.pem=$(cat "$signer/cert.pem")" "signing-key.pem=$(cat "$signer/key.pem")"
+rm -rf "$signer"

@@ -298,3 +298,31 @@ async def test_keys_rotate_without_a_restart_and_unknown_keys_cannot_flood_the_p
         await client.get(f"{order.base_url}/orders", headers=unknown)
         await asyncio.sleep(0.3)
     server.publish((old_key, KID), (new_key, new_kid))
+
+
+async def test_no_token_leaks_into_logs_metrics_timelines_or_error_bodies(client, services, idp):
+    """Scan what a saga run with tokens produced: the services' logs, /metrics, the saga timeline, and the answers
+    to good and bad tokens."""
+    order, customer = services
+    customer_id = await new_customer(client, customer.base_url, idp)
+    headers = token(idp, ORDERS_WRITE, ORDERS_READ, ORDERS_CANCEL, customer_id=customer_id)
+    secret = headers["Authorization"].removeprefix("Bearer ")
+    signature = secret.rsplit(".", 1)[1]
+    placed = await new_order(client, order.base_url, headers, customer_id, "5.00")
+    order_id = placed.json()["id"]
+    produced = [placed.text, placed.headers.get("WWW-Authenticate", "")]
+    produced.append((await client.get(f"{order.base_url}/orders/{order_id}?wait=15", headers=headers)).text)
+    produced.append((await client.post(f"{order.base_url}/orders/{order_id}/cancel", headers=headers)).text)
+    produced.append((await client.get(f"{order.base_url}/orders/{order_id}/saga", headers=headers)).text)
+    expired = auth.sign(idp[1], KID, scope=ORDERS_READ, exp=int(time.time()) - 600)
+    refused = await client.get(f"{order.base_url}/orders", headers=auth.bearer(expired))
+    produced += [refused.text, refused.headers["WWW-Authenticate"]]
+    for service in services:
+        produced.append((await client.get(f"{service.base_url}/metrics")).text)
+    await asyncio.sleep(0.5)  # the last log lines
+    for service in services:
+        produced.append(service.log_text())
+    text = "\n".join(produced)
+    for leaked in (secret, signature, expired, expired.rsplit(".", 1)[1]):
+        assert leaked not in text
+    assert "Bearer ey" not in text

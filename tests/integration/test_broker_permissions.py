@@ -312,6 +312,9 @@ async def test_the_saga_runs_with_the_least_privileged_users(broker):
                 await asyncio.sleep(0.1)
             assert await broker.depth(f"{CUSTOMER_SERVICE}.dead-letter") == 1
         assert "ACCESS_REFUSED" not in order.log_text() + customer.log_text()
+        # No broker password in the logs (URLs are logged redacted).
+        for password in broker.passwords.values():
+            assert password not in order.log_text() + customer.log_text()
     finally:
         order.stop()
         customer.stop()

@@ -173,8 +173,15 @@ async def test_the_saga_runs_with_the_service_roles(roles):
             assert done.json()["status"] == "fulfilled", done.text
             saga = await http.get(f"{order.base_url}/orders/{placed.json()['id']}/saga")
             assert saga.status_code == 200, saga.text
+            produced = saga.text + done.text
+            for process in (order, customer):
+                produced += (await http.get(f"{process.base_url}/metrics")).text
         for process in (order, customer):
             assert "permission denied" not in process.log_text()
+            produced += process.log_text()
+        # No database password in what the run produced: logs, metrics, the saga timeline, the API's answers.
+        for password in roles.passwords.values():
+            assert password not in produced
     finally:
         order.stop()
         customer.stop()

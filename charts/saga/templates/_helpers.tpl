@@ -218,7 +218,7 @@ dict "root" $ "username" "order-service" "password" "..."
 
 {{/* The Secret of the chart's development token signer (only without auth.issuer). */}}
 {{- define "saga.tokenSigner" -}}
-{{- include "saga.componentName" (dict "root" . "component" "token-signer") }}
+{{- .Values.auth.existingSecret | default (include "saga.componentName" (dict "root" . "component" "token-signer")) }}
 {{- end }}
 
 {{/* Where the services send their traces; empty: tracing off. */}}
