@@ -448,7 +448,7 @@ def test_services_select_pods_and_target_their_ports(variant: str) -> None:
 def test_every_reference_resolves(variant: str) -> None:
     rendered = rendered_variant(variant)
     existing = {rendered.values.get("services", {}).get(k, {}).get("existingSecret") for k in ("order", "customer")} | {
-        rendered.values.get(k, {}).get("existingSecret") for k in ("rabbitmq", "grafana")
+        rendered.values.get(k, {}).get("existingSecret") for k in ("rabbitmq", "grafana", "auth")
     }
     existing.discard(None)
 
