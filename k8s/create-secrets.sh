@@ -1,6 +1,6 @@
 #!/bin/sh
 # The credentials of the plain manifests (k8s/saga.yaml refers to these Secrets and carries none).
-# Prints four Secrets with fresh random passwords, as YAML, for kubectl:
+# Prints five Secrets with fresh random passwords, as YAML, for kubectl:
 #
 #   kubectl create namespace saga
 #   sh k8s/create-secrets.sh | kubectl apply -f -
@@ -45,10 +45,15 @@ broker_urls() {
 # service KEY DATABASE_USER DATABASE_NAME
 service() {
     database_password=$(random)
+    service_database_password=$(random)
     rabbitmq_password=$(random)
+    database_host="$RELEASE-$1-db.$NAMESPACE.svc.$CLUSTER_DOMAIN:5432"
+    # The owner runs the migrations; the service connects as <owner>_service, granted data access only.
     secret "$RELEASE-$1-service-credentials" \
         "database-password=$database_password" \
-        "database-url=postgresql://$2:$database_password@$RELEASE-$1-db.$NAMESPACE.svc.$CLUSTER_DOMAIN:5432/$3" \
+        "migration-database-url=postgresql://$2:$database_password@$database_host/$3" \
+        "service-database-password=$service_database_password" \
+        "database-url=postgresql://$2_service:$service_database_password@$database_host/$3" \
         "rabbitmq-password=$rabbitmq_password" \
         "rabbitmq-url=$(broker_urls "$1-service" "$rabbitmq_password")"
 }
@@ -57,3 +62,10 @@ service order order orders
 service customer customer customers
 secret "$RELEASE-rabbitmq-credentials" "erlang-cookie=$(random)" "admin-password=$(random)"
 secret "$RELEASE-grafana-credentials" "admin-password=$(random)"
+# The development token signer (no identity provider): the services mount the certificate, `helm test`-like
+# clients mint tokens with the key (sagactl token). With a real identity provider, set auth.issuer/jwksUrl instead.
+signer=$(mktemp -d)
+openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj /CN=saga-dev-token-signer \
+    -keyout "$signer/key.pem" -out "$signer/cert.pem" 2>/dev/null
+secret "$RELEASE-token-signer-credentials" "certificate.pem=$(cat "$signer/cert.pem")" "signing-key.pem=$(cat "$signer/key.pem")"
+rm -rf "$signer"

@@ -183,10 +183,27 @@ def test_the_settings_built_from_the_rendered_environment_are_valid(
         db_env = {
             e["name"]: e for e in rendered.workload(f"{service.removesuffix('-service')}-db").containers()[0]["env"]
         }
-        assert database.username == db_env["POSTGRES_USER"]["value"]
         assert database.path == f"/{db_env['POSTGRES_DB']['value']}"
         password_ref = db_env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"]
-        assert database.password == secret_value(rendered, password_ref["name"], password_ref["key"])
+        owner_password = secret_value(rendered, password_ref["name"], password_ref["key"])
+        if workload.owner["kind"] == "Job":
+            # The migrations (and the seed) run as the database's owner.
+            assert database.username == db_env["POSTGRES_USER"]["value"]
+            assert database.password == owner_password
+        else:
+            # The service connects as the role the migration grants data access to, never as the owner.
+            migrate = next(
+                c
+                for w in rendered.workloads()
+                if w.owner["kind"] == "Job" and w.component == f"{service.removesuffix('-service')}-migrate"
+                for c in w.containers()
+                if c.get("args", [None])[0] == "migrate"
+            )
+            migrate_env = {e["name"]: e for e in migrate["env"]}
+            assert database.username == migrate_env["SAGA_SERVICE_DATABASE_ROLE"]["value"]
+            assert database.username != db_env["POSTGRES_USER"]["value"]
+            ref = migrate_env["SAGA_SERVICE_DATABASE_PASSWORD"]["valueFrom"]["secretKeyRef"]
+            assert database.password == secret_value(rendered, ref["name"], ref["key"]) != owner_password
 
         if workload.owner["kind"] != "Deployment":
             # migrate and seed never touch the broker: no credentials for it.
@@ -431,7 +448,7 @@ def test_services_select_pods_and_target_their_ports(variant: str) -> None:
 def test_every_reference_resolves(variant: str) -> None:
     rendered = rendered_variant(variant)
     existing = {rendered.values.get("services", {}).get(k, {}).get("existingSecret") for k in ("order", "customer")} | {
-        rendered.values.get(k, {}).get("existingSecret") for k in ("rabbitmq", "grafana")
+        rendered.values.get(k, {}).get("existingSecret") for k in ("rabbitmq", "grafana", "auth")
     }
     existing.discard(None)
 
@@ -519,23 +536,32 @@ def test_every_in_cluster_host_and_port_exists(variant: str) -> None:
     assert seen > 5
 
 
-def test_the_broker_users_may_declare_and_use_the_whole_topology(default: Rendered) -> None:
-    """Both services declare every queue; their RabbitMQ users' permissions must cover all those names."""
+def test_the_broker_users_may_use_their_own_names_only(default: Rendered) -> None:
+    """Each service's RabbitMQ user may publish to the saga's exchange and its own requeue exchange and consume its
+    own work queue; nothing of the other service's, nothing to configure (the topology is in the definitions)."""
     import json
 
     config_map = default.get("ConfigMap", "saga-rabbitmq")
     definitions = json.loads(config_map["data"]["definitions.template.json"])
     settings = OrderSettings()
-    names = {settings.exchange, "amq.default"}
-    for service in topology.BINDINGS:
-        queues = topology.ServiceQueues(service, tuple(settings.retry_delays_ms))
-        names |= {queues.work, queues.dead_letter, *(queues.retry(d) for d in settings.retry_delays_ms)}
     users = {u["name"] for u in definitions["users"]}
     assert set(SETTINGS) <= users
     for permission in definitions["permissions"]:
-        if permission["user"] not in SETTINGS:
+        service = permission["user"]
+        if service not in SETTINGS:
             continue
-        for kind in ("configure", "write", "read"):
-            pattern = re.compile(permission[kind])
-            assert all(pattern.fullmatch(name) for name in names), (permission["user"], kind)
-            assert not pattern.fullmatch("amq.rabbitmq.trace") and not pattern.fullmatch("other.queue")
+        own = topology.ServiceQueues(service, tuple(settings.retry_delays_ms))
+        (other,) = set(topology.BINDINGS) - {service}
+        theirs = topology.ServiceQueues(other, tuple(settings.retry_delays_ms))
+        every = {settings.exchange, "amq.default", "amq.rabbitmq.trace", "other.queue"}
+        for queues in (own, theirs):
+            every |= {queues.work, queues.dead_letter, queues.requeue_exchange, *queues.parked}
+        may = {
+            kind: {name for name in every if re.fullmatch(permission[kind], name)}
+            for kind in ("configure", "write", "read")
+        }
+        assert may == {
+            "configure": set(),
+            "write": {settings.exchange, own.requeue_exchange},
+            "read": {own.work},
+        }, service

@@ -1,9 +1,14 @@
 """The `helm test` hook: its script, exactly as the chart's ConfigMap carries it, run against a stand-in of
-the two APIs (no cluster here), and the routes it calls checked against the services' real apps."""
+the two APIs (no cluster here) that verifies its bearer tokens as the services do (the chart's development
+signer: the certificate the services mount, the key the test pod mounts), and the routes it calls checked
+against the services' real apps."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -14,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from order_service.settings import OrderSettings
+from saga_common.auth import Authenticator, AuthError
 from tests.chart.conftest import rendered_variant
 from tests.chart.test_contract import has_route
 
@@ -32,10 +39,28 @@ def hook_objects() -> tuple[dict[str, Any], dict[str, Any]]:
 class FakeApis:
     """The order and customer APIs as far as the smoke test sees them; the order ends `outcome`."""
 
-    def __init__(self, outcome: str, pending_reads: int = 1) -> None:
+    def __init__(self, outcome: str, signer: Path, pending_reads: int = 1) -> None:
         self.outcome = outcome
         self.pending_reads = pending_reads
         self.requests: list[tuple[str, str, Any]] = []
+        self.principals: list[tuple[frozenset[str], int | None]] = []
+        env = pod_env()
+        self.settings = OrderSettings(
+            auth_enabled=True,
+            auth_issuer=env["SAGA_AUTH_ISSUER"],
+            auth_audience=env["SAGA_AUTH_AUDIENCE"],
+            auth_jwks_url=(signer / "certificate.pem").as_uri(),
+        )
+
+    def authorized(self, header: str | None) -> bool:
+        if not header or not header.startswith("Bearer "):
+            return False
+        try:
+            principal = asyncio.run(Authenticator(self.settings).principal(header.removeprefix("Bearer ")))
+        except AuthError:
+            return False
+        self.principals.append((principal.scopes, principal.customer_id))
+        return True
 
     def handler(self) -> type[BaseHTTPRequestHandler]:
         apis = self
@@ -52,6 +77,9 @@ class FakeApis:
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 apis.requests.append(("POST", self.path, body))
+                if not apis.authorized(self.headers.get("Authorization")):
+                    self._reply(401, {"detail": "a bearer token is required"})
+                    return
                 if self.path == "/customers":
                     self._reply(201, {"id": 7, "name": body["name"], "balance": body["balance"]})
                 elif self.path == "/orders/":
@@ -61,6 +89,9 @@ class FakeApis:
 
             def do_GET(self) -> None:
                 apis.requests.append(("GET", self.path, None))
+                if not apis.authorized(self.headers.get("Authorization")):
+                    self._reply(401, {"detail": "a bearer token is required"})
+                    return
                 if self.path != "/orders/3":
                     self._reply(404, {"detail": "not found"})
                     return
@@ -72,6 +103,25 @@ class FakeApis:
                 pass
 
         return Handler
+
+
+def pod_env() -> dict[str, str]:
+    pod, _ = hook_objects()
+    return {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"] if "value" in e}
+
+
+@pytest.fixture
+def signer(tmp_path: Path) -> Path:
+    """The development signer's Secret, as the chart renders it."""
+    rendered = rendered_variant("defaults")
+    pod, _ = hook_objects()
+    volume = next(v for v in pod["spec"]["volumes"] if v["name"] == "signer")
+    secret = rendered.get("Secret", volume["secret"]["secretName"])
+    directory = tmp_path / "signer"
+    directory.mkdir()
+    for key, value in secret["data"].items():
+        (directory / key).write_bytes(base64.b64decode(value))
+    return directory
 
 
 @pytest.fixture
@@ -93,17 +143,26 @@ def serve(apis: FakeApis) -> Iterator[str]:
         server.server_close()
 
 
-def run(script: Path, url: str, timeout: str = "20") -> subprocess.CompletedProcess[str]:
-    env = {"ORDER_URL": url, "CUSTOMER_URL": url + "/", "TIMEOUT_S": timeout, "PATH": "/usr/bin:/bin"}
+def run(script: Path, url: str, signer: Path, timeout: str = "20") -> subprocess.CompletedProcess[str]:
+    env = pod_env() | {"ORDER_URL": url, "CUSTOMER_URL": url + "/", "TIMEOUT_S": timeout}
+    # sagactl, as in the order-service image; the key where the pod mounts it.
+    env["PATH"] = f"{Path(sys.executable).parent}:/usr/bin:/bin"
+    env["SAGA_DEV_SIGNING_KEY"] = str(signer / Path(env["SAGA_DEV_SIGNING_KEY"]).name)
+    env["HOME"] = os.environ.get("HOME", "/tmp")
     return subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=60)
 
 
-def test_the_test_creates_a_customer_orders_and_waits_for_fulfilment(script: Path) -> None:
-    apis = FakeApis("fulfilled")
+def test_the_test_creates_a_customer_orders_and_waits_for_fulfilment(script: Path, signer: Path) -> None:
+    apis = FakeApis("fulfilled", signer)
     for url in serve(apis):
-        result = run(script, url)
+        result = run(script, url, signer)
     assert result.returncode == 0, result.stderr
+    assert apis.requests.pop(0) == ("GET", "/orders", None), "first: no token, a 401"
     assert apis.requests[0] == ("POST", "/customers", {"name": "helm test", "balance": "100.00"})
+    # Every request but the first carried a token the services accept: an admin one, then one bound to the customer.
+    assert apis.principals[0] == (frozenset({"customers:write"}), None)
+    assert set(apis.principals[1:]) == {(frozenset({"orders:write", "orders:read"}), 7)}
+    assert len(apis.principals) == len(apis.requests)
     assert apis.requests[1] == (
         "POST",
         "/orders/",
@@ -114,10 +173,10 @@ def test_the_test_creates_a_customer_orders_and_waits_for_fulfilment(script: Pat
 
 
 @pytest.mark.parametrize(("outcome", "message"), [("rejected", "ended rejected"), ("pending", "still pending")])
-def test_the_test_fails_when_the_saga_does_not_fulfil(script: Path, outcome: str, message: str) -> None:
-    apis = FakeApis(outcome)
+def test_the_test_fails_when_the_saga_does_not_fulfil(script: Path, signer: Path, outcome: str, message: str) -> None:
+    apis = FakeApis(outcome, signer)
     for url in serve(apis):
-        result = run(script, url, timeout="3")
+        result = run(script, url, signer, timeout="10")
     assert result.returncode == 1
     assert message in result.stderr
 
@@ -125,7 +184,7 @@ def test_the_test_fails_when_the_saga_does_not_fulfil(script: Path, outcome: str
 def test_the_test_calls_real_routes_on_the_real_services() -> None:
     pod, _ = hook_objects()
     rendered = rendered_variant("defaults")
-    env = {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]}
+    env = pod_env()
     for variable, component in (("ORDER_URL", "order-service"), ("CUSTOMER_URL", "customer-service")):
         host, port = env[variable].removeprefix("http://").split(":")
         service = rendered.get("Service", host.split(".")[0])

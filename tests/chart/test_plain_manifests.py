@@ -86,7 +86,8 @@ def test_create_secrets_builds_urls_the_services_accept(secrets: dict, monkeypat
         monkeypatch.setenv("DATABASE_URL", secret["database-url"])
         monkeypatch.setenv("RABBITMQ_BROKER_URL", secret["rabbitmq-url"])
         settings = settings_class()
-        assert urlsplit(settings.database_url).password == secret["database-password"]
+        assert urlsplit(settings.database_url).password == secret["service-database-password"]
+        assert urlsplit(secret["migration-database-url"]).password == secret["database-password"]
         assert len(settings.broker_urls) == 3
         assert all(urlsplit(u).password == secret["rabbitmq-password"] for u in settings.broker_urls)
         assert all(urlsplit(u).username == service for u in settings.broker_urls)

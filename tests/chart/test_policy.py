@@ -189,7 +189,13 @@ def _secret_values(rendered: Rendered) -> list[str]:
 def test_credentials_are_generated_and_never_leave_the_secrets() -> None:
     first, second = render(), render()
     secrets = {s["metadata"]["name"]: s for s in first.of_kind("Secret")}
-    assert set(secrets) == {"saga-order-service", "saga-customer-service", "saga-rabbitmq", "saga-grafana"}
+    assert set(secrets) == {
+        "saga-order-service",
+        "saga-customer-service",
+        "saga-rabbitmq",
+        "saga-grafana",
+        "saga-token-signer",
+    }
     for secret in secrets.values():
         assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
         assert "stringData" not in secret
@@ -197,15 +203,21 @@ def test_credentials_are_generated_and_never_leave_the_secrets() -> None:
         base64.b64decode(value).decode()
         for secret in first.of_kind("Secret")
         for key, value in secret["data"].items()
-        if not key.endswith("-url")
+        if not key.endswith(("-url", ".pem"))
     ]
     assert all(re.fullmatch(r"[A-Za-z0-9]{32}", p) for p in passwords), "32 random letters and digits each"
     assert len(set(passwords)) == len(passwords)
     assert set(passwords).isdisjoint(_secret_values(second)), "a second install generates other passwords"
-    # No password appears anywhere but in the Secrets.
+    # No password appears anywhere but in the Secrets, nor does the token signer's private key.
     others = [o for o in first.objects if o["kind"] != "Secret"]
     text = repr(others)
     assert not [p for p in passwords if p in text]
+    signing_key = base64.b64decode(secrets["saga-token-signer"]["data"]["signing-key.pem"]).decode()
+    assert "PRIVATE KEY" in signing_key
+    assert signing_key.splitlines()[1] not in text
+    assert (
+        signing_key != base64.b64decode(second.get("Secret", "saga-token-signer")["data"]["signing-key.pem"]).decode()
+    )
 
 
 def test_existing_secrets_replace_every_generated_one() -> None:

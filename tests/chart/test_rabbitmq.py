@@ -149,3 +149,43 @@ def test_the_memory_watermark_is_a_fraction_of_the_container_limit(limit: str, e
     _, data, _ = rabbitmq(render({"rabbitmq": {"resources": {"limits": {"memory": limit, "cpu": "1"}}}}))
     conf = dict(line.split(" = ", 1) for line in data["rabbitmq.conf"].splitlines() if " = " in line)
     assert int(conf["total_memory_available_override_value"]) == expected
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {},
+        {"SAGA_RETRY_DELAYS_MS": "[250, 4000]", "SAGA_DELIVERY_LIMIT": "7"},
+        {"SAGA_QUEUE_TYPE": "classic", "SAGA_EXCHANGE": "shop.events"},
+    ],
+)
+def test_the_definitions_carry_the_topology_and_the_least_privileges_the_code_declares(
+    settings: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chart's topology and permissions are the ones saga_common.topology computes from the services' own
+    settings (what a service would declare in development), so the services can run with `passive`."""
+    from order_service.settings import OrderSettings
+    from saga_common.runtime import topology_from
+    from saga_common.topology import CUSTOMER_SERVICE, ORDER_SERVICE
+    from tests.chart.saga_chart import render
+
+    rendered = render({"serviceDefaults": {"settings": settings}} if settings else None)
+    _, data, _ = rabbitmq(rendered)
+    definitions = json.loads(data["definitions.template.json"])
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    topology = topology_from(OrderSettings())
+
+    def canonical(entries: list) -> list:
+        return sorted(json.dumps(entry, sort_keys=True) for entry in entries)
+
+    expected = topology.definitions()
+    for section in ("exchanges", "queues", "bindings"):
+        assert canonical(definitions[section]) == canonical(expected[section]), section
+    service_permissions = [p for p in definitions["permissions"] if p["user"] != "admin"]
+    wanted = [topology.permissions(service, service) for service in (ORDER_SERVICE, CUSTOMER_SERVICE)]
+    assert canonical(service_permissions) == canonical([permission for permission, _ in wanted])
+    assert canonical(definitions["topic_permissions"]) == canonical([topic for _, topic in wanted])
+    for workload in rendered.service_workloads():
+        env = {e["name"]: e.get("value") for e in workload.containers(init=False)[0]["env"]}
+        assert env["SAGA_BROKER_TOPOLOGY"] == "passive"

@@ -210,7 +210,17 @@ dict "root" $ "username" "order-service" "password" "..."
 
 {{/* DATABASE_URL of a service: dict "root" $ "svc" $svc "password" "..." */}}
 {{- define "saga.databaseUrl" -}}
-{{- printf "postgresql://%s:%s@%s:5432/%s" .svc.database.username .password (include "saga.host" (dict "root" .root "component" .svc.dbComponent)) .svc.database.name }}
+{{- printf "postgresql://%s:%s@%s:5432/%s" .username .password (include "saga.host" (dict "root" .root "component" .svc.dbComponent)) .svc.database.name }}
+{{- end }}
+
+{{/* The role a service connects to its database as (the owner runs the migrations): $svc | include ... */}}
+{{- define "saga.serviceDatabaseRole" -}}
+{{- printf "%s_service" .database.username }}
+{{- end }}
+
+{{/* The Secret of the chart's development token signer (only without auth.issuer). */}}
+{{- define "saga.tokenSigner" -}}
+{{- .Values.auth.existingSecret | default (include "saga.componentName" (dict "root" . "component" "token-signer")) }}
 {{- end }}
 
 {{/* Where the services send their traces; empty: tracing off. */}}
@@ -224,6 +234,9 @@ dict "root" $ "username" "order-service" "password" "..."
 
 {{/* Combinations that cannot work; included once, from validate.yaml. */}}
 {{- define "saga.validate" -}}
+{{- if ne (empty .Values.auth.issuer) (empty .Values.auth.jwksUrl) }}
+{{- fail "auth.issuer and auth.jwksUrl go together: set both (an identity provider) or neither (the development signer)" }}
+{{- end }}
 {{- if and .Values.jaeger.enabled .Values.tracing.otlpEndpoint }}
 {{- fail "tracing.otlpEndpoint is for a collector outside the chart: set it only with jaeger.enabled=false" }}
 {{- end }}
@@ -243,7 +256,7 @@ dict "root" $ "username" "order-service" "password" "..."
 {{- fail (printf "services.%s: autoscaling.minReplicas=%d is above maxReplicas=%d" $key (int $svc.autoscaling.minReplicas) (int $svc.autoscaling.maxReplicas)) }}
 {{- end }}
 {{- range $name, $_ := $svc.settings }}
-{{- if has $name (list "SAGA_ENVIRONMENT" "SAGA_HTTP_PORT" "SAGA_HTTP_HOST" "SAGA_LOG_LEVEL" "SAGA_LOG_FORMAT" "SAGA_DRAIN_TIMEOUT_S") }}
+{{- if has $name (list "SAGA_ENVIRONMENT" "SAGA_HTTP_PORT" "SAGA_HTTP_HOST" "SAGA_LOG_LEVEL" "SAGA_LOG_FORMAT" "SAGA_DRAIN_TIMEOUT_S" "SAGA_BROKER_TOPOLOGY" "SAGA_SERVICE_DATABASE_ROLE" "SAGA_SERVICE_DATABASE_PASSWORD") }}
 {{- fail (printf "services.%s.settings.%s is set by the chart itself; use the chart's own value for it" $key $name) }}
 {{- end }}
 {{- /* The services never read these: sagactl does, in the CronJobs. */}}

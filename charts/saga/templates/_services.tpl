@@ -7,7 +7,17 @@
   args:
     {{- toYaml .args | nindent 4 }}
   env:
-    {{- include "saga.serviceEnv" . | nindent 4 }}
+    {{- include "saga.serviceEnv" (merge (dict "migration" true) .) | nindent 4 }}
+    {{- if eq (first .args) "migrate" }}
+    # After the migrations, the service role gets data access to the tables and nothing else.
+    - name: SAGA_SERVICE_DATABASE_ROLE
+      value: {{ include "saga.serviceDatabaseRole" .svc | quote }}
+    - name: SAGA_SERVICE_DATABASE_PASSWORD
+      valueFrom:
+        secretKeyRef:
+          name: {{ .svc.secretName }}
+          key: service-database-password
+    {{- end }}
   resources:
     {{- toYaml .svc.migration.resources | nindent 4 }}
   securityContext:
@@ -18,7 +28,8 @@
 {{- end }}
 
 {{/*
-The environment the service and its CLI commands (migrate, seed) share: dict "root" $ "svc" $svc.
+The environment the service and its CLI commands (migrate, seed) share: dict "root" $ "svc" $svc
+["migration" true: the owner's DATABASE_URL, for the migration Job's steps].
 No broker URL: only `serve` talks to RabbitMQ, so only the Deployment gets it.
 */}}
 {{- define "saga.serviceEnv" -}}
@@ -29,7 +40,7 @@ No broker URL: only `serve` talks to RabbitMQ, so only the Deployment gets it.
   valueFrom:
     secretKeyRef:
       name: {{ .svc.secretName }}
-      key: database-url
+      key: {{ if .migration }}migration-database-url{{ else }}database-url{{ end }}
 - name: SAGA_LOG_LEVEL
   value: {{ .svc.logLevel | quote }}
 - name: SAGA_LOG_FORMAT

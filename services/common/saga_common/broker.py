@@ -39,7 +39,7 @@ class Session:
     publish_channel: AbstractChannel
     consume_channel: AbstractChannel
     exchange: AbstractExchange
-    default_exchange: AbstractExchange
+    requeue_exchange: AbstractExchange
     url: str
 
 
@@ -56,6 +56,8 @@ class Broker:
         heartbeat_s: int = 10,
         max_backoff_s: float = 5.0,
         connection_name: str = "saga",
+        service: str | None = None,
+        declare_topology: bool = True,
     ) -> None:
         if not urls:
             raise ValueError("at least one broker URL is needed")
@@ -65,6 +67,8 @@ class Broker:
         self._heartbeat_s = heartbeat_s
         self._max_backoff_s = max_backoff_s
         self._connection_name = connection_name
+        self._service = service or connection_name
+        self._declare_topology = declare_topology
         self._subscribers: list[Subscriber] = []
         self._session: Session | None = None
         self._stopping = False
@@ -135,14 +139,20 @@ class Broker:
             # as a lost connection so everything is rebuilt in a known state.
             publish_channel.close_callbacks.add(mark_lost)
             consume_channel.close_callbacks.add(mark_lost)
-            await self._topology.declare(publish_channel)
+            if self._declare_topology:
+                await self._topology.declare(publish_channel)
+            else:
+                await self._topology.check(publish_channel, self._service)
             exchange = await publish_channel.get_exchange(self._topology.exchange, ensure=False)
+            requeue = await publish_channel.get_exchange(
+                self._topology.queues(self._service).requeue_exchange, ensure=False
+            )
             return Session(
                 connection=connection,
                 publish_channel=publish_channel,
                 consume_channel=consume_channel,
                 exchange=exchange,
-                default_exchange=publish_channel.default_exchange,
+                requeue_exchange=requeue,
                 url=url,
             )
         except BaseException:

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from saga_common.db import ensure_database
 from saga_common.migrations import pending_revision, upgrade
+from saga_common.roles import grant_service_role
 from saga_common.settings import ServiceSettings, redact_url
 
 
@@ -57,6 +58,16 @@ def service_cli(
                 print(f"{prog}: created database {redact_url(settings.database_url)}")
             upgrade(migrations_dir, settings.database_url)
             print(f"{prog}: migrations applied to {redact_url(settings.database_url)}")
+            if settings.service_database_role:
+                password = settings.service_database_password
+                asyncio.run(
+                    grant_service_role(
+                        settings.database_url,
+                        settings.service_database_role,
+                        password.get_secret_value() if password else None,
+                    )
+                )
+                print(f"{prog}: role {settings.service_database_role} may read and write the tables, nothing else")
         else:
             (extra_commands or {})[args.command][1](settings)
 

@@ -220,13 +220,13 @@ class Consumer:
         result: str,
         message_type: str | None = None,
     ) -> bool:
-        """Copy the message to `queue` (through the default exchange), then ack the original."""
+        """Copy the message to `queue` (through the service's requeue exchange), then ack the original."""
         headers = dict(message.headers or {})
         headers[ROUTING_KEY_HEADER] = original_routing_key(message)
         headers.update(extra_headers)
         copy = copy_of(message, headers)
         try:
-            await self._broker.session.default_exchange.publish(copy, routing_key=queue, mandatory=True, timeout=10)
+            await self._broker.session.requeue_exchange.publish(copy, routing_key=queue, mandatory=True, timeout=10)
         except Exception as exc:  # noqa: BLE001 - cannot park it: give it back to the broker
             log.warning("could not move message %s to %s (%s); requeueing it", message.message_id, queue, exc)
             if isinstance(exc, aio_pika.exceptions.DeliveryError):

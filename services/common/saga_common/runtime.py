@@ -78,6 +78,8 @@ class ServiceRuntime:
             heartbeat_s=settings.broker_heartbeat_s,
             max_backoff_s=settings.broker_reconnect_max_delay_s,
             connection_name=spec.name,
+            service=spec.name,
+            declare_topology=settings.broker_topology == "declare",
         )
         self.relay = (
             OutboxRelay(

@@ -10,10 +10,12 @@ from __future__ import annotations
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+ASYMMETRIC_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"})
 
 # Passwords that are fine on a laptop and never in a cluster.
 _DEVELOPMENT_PASSWORDS = {"", "guest", "postgres", "password", "changeme"}
@@ -37,6 +39,14 @@ class ServiceSettings(BaseSettings):
         description="AMQP URL, or a comma-separated list of URLs (one per cluster node) to fail over between.",
     )
 
+    service_database_role: str | None = Field(
+        None,
+        pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+        description="(`migrate`) the role the service connects as: created or updated after the migrations, with "
+        "data access to this database's tables and nothing else; DATABASE_URL is then the owner's.",
+    )
+    service_database_password: SecretStr | None = Field(None, description="(`migrate`) that role's password.")
+
     http_host: str = "0.0.0.0"
     http_port: int = Field(8000, ge=1, le=65535)
 
@@ -49,6 +59,11 @@ class ServiceSettings(BaseSettings):
     db_statement_timeout_ms: int = Field(5000, ge=0)
 
     exchange: str = "saga.events"
+    broker_topology: Literal["declare", "passive"] = Field(
+        "declare",
+        description="`declare`: the service declares the whole topology (development); `passive`: it comes from the "
+        "broker's definitions and the service only checks that what it uses exists (a least-privilege user).",
+    )
     queue_type: Literal["quorum", "classic"] = "quorum"
     consumer_prefetch: int = Field(64, ge=1, le=10_000)
     delivery_limit: int = Field(
@@ -78,6 +93,28 @@ class ServiceSettings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
 
+    # Bearer tokens (see saga_common.auth and docs/security.md).
+    auth_enabled: bool | None = Field(
+        None, description="Bearer tokens required on the APIs; unset: on in production, off in development."
+    )
+    auth_issuer: str | None = Field(None, description="The `iss` every token must carry (the identity provider).")
+    auth_jwks_url: str | None = Field(
+        None, description="Where the identity provider publishes its public keys (https://, or file:// for tests)."
+    )
+    auth_audience: str = Field("saga", min_length=1, description="The `aud` every token must carry.")
+    auth_algorithms: list[str] = Field(
+        default=["RS256", "ES256"], description="Accepted signature algorithms (asymmetric ones only)."
+    )
+    auth_leeway_s: float = Field(30.0, ge=0, le=300, description="Clock skew tolerated on `exp`, `nbf` and `iat`.")
+    auth_customer_claim: str = Field(
+        "customer_id", min_length=1, description="The claim that binds a token to one customer."
+    )
+    auth_operator_scope: str = Field("saga:operator", min_length=1, description="The scope that reads everything.")
+    auth_jwks_cache_s: float = Field(300.0, gt=0, description="How long fetched keys are trusted before a refetch.")
+    auth_jwks_min_refresh_s: float = Field(
+        10.0, ge=0, description="At most one refetch per this many seconds for a token signed by an unknown key."
+    )
+
     @field_validator("database_url")
     @classmethod
     def _postgres_url(cls, value: str) -> str:
@@ -105,6 +142,15 @@ class ServiceSettings(BaseSettings):
             raise ValueError("SAGA_RETRY_DELAYS_MS needs at least one positive delay")
         return value
 
+    @field_validator("auth_algorithms")
+    @classmethod
+    def _asymmetric_only(cls, value: list[str]) -> list[str]:
+        # HMAC would let anyone holding the (public) verification key sign; "none" would let anyone at all.
+        refused = [alg for alg in value if alg not in ASYMMETRIC_ALGORITHMS]
+        if refused or not value:
+            raise ValueError(f"SAGA_AUTH_ALGORITHMS accepts only {sorted(ASYMMETRIC_ALGORITHMS)}, got {value}")
+        return value
+
     @model_validator(mode="after")
     def _no_development_database_secret_in_production(self) -> ServiceSettings:
         if self.environment == "production" and _development_password(self.database_url):
@@ -113,6 +159,10 @@ class ServiceSettings(BaseSettings):
             )
         return self
 
+    @property
+    def authentication_on(self) -> bool:
+        return self.auth_enabled if self.auth_enabled is not None else self.environment == "production"
+
     def check_broker_secrets(self) -> None:
         """Serving needs the broker: refuse its development credentials in production. (Checked apart, so
         `migrate` and `seed`, which never touch the broker, do not need its credentials.)"""
@@ -120,6 +170,23 @@ class ServiceSettings(BaseSettings):
             raise ValueError(
                 "RABBITMQ_BROKER_URL uses a development password; set a real secret when SAGA_ENVIRONMENT=production"
             )
+
+    def check_authentication(self) -> None:
+        """Serving in production needs an identity provider (checked apart, like the broker's secrets: `migrate`
+        and `seed` serve nothing)."""
+        if self.environment == "production" and self.auth_enabled is False:
+            raise ValueError("SAGA_AUTH_ENABLED=false is refused when SAGA_ENVIRONMENT=production")
+        if self.authentication_on and not (self.auth_issuer and self.auth_jwks_url):
+            raise ValueError(
+                "authentication is on (always in production) and needs SAGA_AUTH_ISSUER and SAGA_AUTH_JWKS_URL"
+            )
+        if self.authentication_on and self.environment == "production":
+            scheme = urlsplit(self.auth_jwks_url or "").scheme
+            # Keys fetched in clear text could be swapped on the way; a mounted file cannot.
+            if scheme not in {"https", "file"}:
+                raise ValueError(
+                    "SAGA_AUTH_JWKS_URL must be an https:// (or file://) URL when SAGA_ENVIRONMENT=production"
+                )
 
     @property
     def broker_urls(self) -> list[str]:

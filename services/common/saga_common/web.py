@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from saga_common import tracing
+from saga_common.auth import AUTH_RESPONSES, Authenticator
 from saga_common.db import Database
 from saga_common.logs import configure_logging
 from saga_common.metrics import HttpMetricsMiddleware
@@ -47,6 +48,7 @@ def create_service_app(
     runtime_factory: Callable[[ServiceSettings, ServiceSpec], ServiceRuntime] | None = None,
 ) -> FastAPI:
     settings.check_broker_secrets()
+    settings.check_authentication()
     configure_logging(spec.name, settings.log_level, settings.log_format)
     tracing_on = tracing.configure_tracing(spec.name)
 
@@ -74,12 +76,14 @@ def create_service_app(
                 "description": "The database is unreachable, restarting or saturated: retry after `Retry-After` "
                 "seconds (with the same Idempotency-Key)",
             },
+            **(AUTH_RESPONSES if settings.authentication_on else {}),
         },
     )
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     for unavailable in DATABASE_UNAVAILABLE:
         app.add_exception_handler(unavailable, _database_unavailable)
     app.state.settings = settings
+    app.state.authenticator = Authenticator(settings)
     app.include_router(health_router(spec.name))
     for router in routers:
         app.include_router(router)

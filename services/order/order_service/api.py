@@ -18,6 +18,7 @@ from order_service.schemas import OrderCreate, OrderOut
 from order_service.timeline import SagaTimeline, timeline_of
 from order_service.waiters import MAX_WAIT_S, OutcomeWaiters
 from saga_common import metrics, tracing
+from saga_common.auth import OrdersCanceller, OrdersReader, OrdersWriter, Principal
 from saga_common.db import Database
 from saga_common.logs import current_order_id
 from saga_common.messages import OrderCancelled, OrderCreated
@@ -52,8 +53,15 @@ def _not_found(order_id: int) -> HTTPException:
 )
 @router.post("/orders", status_code=status.HTTP_201_CREATED, response_model=OrderOut, include_in_schema=False)
 async def create_order(
-    body: OrderCreate, db: DatabaseDep, request: Request, response: Response, idempotency_key: IdempotencyKey = None
+    body: OrderCreate,
+    db: DatabaseDep,
+    request: Request,
+    response: Response,
+    principal: OrdersWriter,
+    idempotency_key: IdempotencyKey = None,
 ) -> OrderOut:
+    if not principal.sees_customer(body.customer_id):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "this token may order only for its own customer")
     fingerprint = hashlib.sha256(body.fingerprint_source().encode()).hexdigest()
     deadline_s: float = request.app.state.settings.deadline_s
     async with db.unit_of_work() as uow:
@@ -67,7 +75,7 @@ async def create_order(
         if row is None:
             assert idempotency_key is not None
             row = await orders.get_by_idempotency_key(uow.conn, idempotency_key)
-            if row is None or row.request_fingerprint != fingerprint:
+            if row is None or row.request_fingerprint != fingerprint or not principal.sees_customer(row.customer_id):
                 raise HTTPException(
                     status.HTTP_409_CONFLICT,
                     "Idempotency-Key already used with a different request body; use a new key for a new order",
@@ -102,6 +110,7 @@ async def get_order(
     order_id: OrderId,
     db: DatabaseDep,
     request: Request,
+    principal: OrdersReader,
     wait: Annotated[
         float | None,
         Query(
@@ -113,22 +122,22 @@ async def get_order(
     ] = None,
 ) -> OrderOut:
     if wait is None:
-        row = await _read(db, order_id)
+        row = await _read(db, order_id, principal)
     else:
         waiters: OutcomeWaiters = request.app.state.waiters
         with waiters.register(order_id) as outcome:
-            row = await _read(db, order_id)
+            row = await _read(db, order_id, principal)
             if OrderStatus(row.status) not in TERMINAL_STATUSES:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(outcome.wait(), wait)
-                row = await _read(db, order_id)  # woken or not: answer with what the database says now
+                row = await _read(db, order_id, principal)  # woken or not: answer with what the database says now
     return orders.to_resource(row)
 
 
-async def _read(db: Database, order_id: int) -> OrderRow:
+async def _read(db: Database, order_id: int, principal: Principal) -> OrderRow:
     async with db.connection() as conn:
         row = await orders.get(conn, order_id)
-    if row is None:
+    if row is None or not principal.sees_customer(row.customer_id):
         raise _not_found(order_id)
     return row
 
@@ -139,10 +148,10 @@ async def _read(db: Database, order_id: int) -> OrderRow:
     responses={404: {"model": Problem}},
     summary="The order's saga step by step, with message ids and its trace id",
 )
-async def get_saga(order_id: OrderId, db: DatabaseDep) -> SagaTimeline:
+async def get_saga(order_id: OrderId, db: DatabaseDep, principal: OrdersReader) -> SagaTimeline:
     async with db.connection() as conn:
         row = await orders.get(conn, order_id)
-        if row is None:
+        if row is None or not principal.sees_customer(row.customer_id):
             raise _not_found(order_id)
         return await timeline_of(conn, row)
 
@@ -150,11 +159,16 @@ async def get_saga(order_id: OrderId, db: DatabaseDep) -> SagaTimeline:
 @router.get("/orders", response_model=list[OrderOut], summary="List orders, newest first")
 async def list_orders(
     db: DatabaseDep,
+    principal: OrdersReader,
     customer_id: Annotated[int | None, Query(gt=0, le=2**63 - 1)] = None,
     order_status: Annotated[OrderStatus | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 20,
     before_id: Annotated[int | None, Query(gt=0, le=2**63 - 1, description="Page on: ids below this one")] = None,
 ) -> list[OrderOut]:
+    if principal.customer_filter is not None:
+        if customer_id not in (None, principal.customer_filter):
+            return []
+        customer_id = principal.customer_filter
     async with db.connection() as conn:
         rows = await orders.list_orders(
             conn, customer_id=customer_id, status=order_status, limit=limit, before_id=before_id
@@ -169,10 +183,10 @@ async def list_orders(
     summary="Cancel a fulfilled order: its credit is released (compensation)",
     responses={404: {"model": Problem}, 409: {"model": Problem, "description": "The order is not fulfilled"}},
 )
-async def cancel_order(order_id: OrderId, db: DatabaseDep) -> OrderOut:
+async def cancel_order(order_id: OrderId, db: DatabaseDep, principal: OrdersCanceller) -> OrderOut:
     async with db.unit_of_work() as uow:
         row = await orders.get(uow.conn, order_id, for_update=True)
-        if row is None:
+        if row is None or not principal.sees_customer(row.customer_id):
             raise _not_found(order_id)
         try:
             decision = saga.on_cancel_request(OrderStatus(row.status))

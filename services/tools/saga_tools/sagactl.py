@@ -4,6 +4,8 @@
     sagactl dlq list|show|replay|purge    dead-lettered messages, with their reasons
     sagactl reconcile [--dry-run]         find and repair inconsistencies between the two databases
     sagactl prune [--dry-run]             retention of sent outbox rows and old inbox records
+    sagactl token --scope S [--customer ID]   a bearer token signed by the local development key
+    sagactl jwks                          the local key's public JWKS (what the services verify with)
 
 Tables by default, `--json` for scripts. Where to find things comes from the environment (see
 docs/configuration.md): ORDER_SERVICE_URL, ORDER_DATABASE_URL, CUSTOMER_DATABASE_URL, RABBITMQ_BROKER_URL, and
@@ -18,6 +20,7 @@ import json
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -26,10 +29,12 @@ from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from tabulate import tabulate
 
+from saga_common.auth import SCOPES
 from saga_common.db import CONNECT_TIMEOUT_S
 from saga_common.retention import inbox_window, prune
 from saga_common.settings import DEFAULT_BROKER_URL, redact_url, split_broker_urls
 from saga_common.topology import CUSTOMER_SERVICE, ORDER_SERVICE
+from saga_tools import tokens
 from saga_tools.dlq import DeadLetter, DeadLetterQueues
 from saga_tools.reconcile import DatabaseUnreachable, reconcile
 
@@ -56,6 +61,8 @@ class SagactlSettings(BaseSettings):
     )
     rabbitmq_broker_url: str = Field(DEFAULT_BROKER_URL, validation_alias="RABBITMQ_BROKER_URL")
     jaeger_ui_url: str | None = Field(None, validation_alias="JAEGER_UI_URL")
+    token: str | None = Field(None, validation_alias="SAGACTL_TOKEN", repr=False)
+    signing_key: Path = Field(tokens.DEFAULT_KEY_PATH, validation_alias="SAGA_DEV_SIGNING_KEY")
     outbox_retention_s: float = Field(7 * 86400, gt=0, validation_alias="SAGA_OUTBOX_RETENTION_S")
     inbox_retention_s: float = Field(7 * 86400, gt=0, validation_alias="SAGA_INBOX_RETENTION_S")
     deadline_s: float = Field(30.0, gt=0, validation_alias="SAGA_DEADLINE_S")
@@ -125,7 +132,54 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("--dry-run", action="store_true", help="report only, change nothing")
     prn = command("prune", _prune, "delete sent outbox rows and inbox records past their retention")
     prn.add_argument("--dry-run", action="store_true", help="count only, delete nothing")
+
+    tok = commands.add_parser(
+        "token",
+        help="mint a bearer token with the local development signing key (created on first use)",
+        description="Mint a bearer token signed by the local development key (SAGA_DEV_SIGNING_KEY, default "
+        f"{tokens.DEFAULT_KEY_PATH}); the services verify it with SAGA_AUTH_JWKS_URL=file://<key>.jwks.json. "
+        "For development and tests only: a real deployment's tokens come from its identity provider.",
+    )
+    tok.add_argument(
+        "--scope",
+        action="append",
+        default=[],
+        help=f"a scope to grant (repeatable): {', '.join(SCOPES)}, or the operator scope (saga:operator)",
+    )
+    tok.add_argument("--all-scopes", action="store_true", help="every scope of both APIs")
+    tok.add_argument("--customer", type=int, help="bind the token to this customer id")
+    tok.add_argument("--subject", default="sagactl", help="the token's sub (default: sagactl)")
+    tok.add_argument("--ttl", type=float, default=3600, help="seconds until it expires (default 3600)")
+    tok.add_argument("--issuer", default=tokens.DEFAULT_ISSUER, help=f"iss (default {tokens.DEFAULT_ISSUER})")
+    tok.add_argument("--audience", default=tokens.DEFAULT_AUDIENCE, help=f"aud (default {tokens.DEFAULT_AUDIENCE})")
+    tok.set_defaults(handler=_token)
+    jwks = commands.add_parser("jwks", help="print the local development key's public JWKS")
+    jwks.set_defaults(handler=_jwks)
     return parser
+
+
+async def _token(args: argparse.Namespace, settings: SagactlSettings) -> int:
+    scopes = list(dict.fromkeys([*args.scope, *(SCOPES if args.all_scopes else ())]))
+    if not scopes:
+        raise CommandError("name at least one --scope (or --all-scopes)")
+    key = tokens.ensure_key(settings.signing_key)
+    print(
+        tokens.mint(
+            key,
+            subject=args.subject,
+            scopes=scopes,
+            customer_id=args.customer,
+            issuer=args.issuer,
+            audience=args.audience,
+            ttl_s=args.ttl,
+        )
+    )
+    return 0
+
+
+async def _jwks(args: argparse.Namespace, settings: SagactlSettings) -> int:
+    print(json.dumps(tokens.jwks_of(tokens.ensure_key(settings.signing_key)), indent=2))
+    return 0
 
 
 def _emit(args: argparse.Namespace, data: Any, human: Callable[[], str]) -> None:
@@ -138,10 +192,16 @@ def _emit(args: argparse.Namespace, data: Any, human: Callable[[], str]) -> None
 async def _order(args: argparse.Namespace, settings: SagactlSettings) -> int:
     base = settings.order_service_url.rstrip("/")
     try:
-        async with httpx.AsyncClient(timeout=10) as http:
+        headers = {"Authorization": f"Bearer {settings.token}"} if settings.token else {}
+        async with httpx.AsyncClient(timeout=10, headers=headers) as http:
             order = await http.get(f"{base}/orders/{args.order_id}")
             if order.status_code == 404:
                 raise CommandError(f"order {args.order_id} not found at {base}")
+            if order.status_code in (401, 403):
+                raise CommandError(
+                    f"the order service refused the request ({order.status_code}: {order.json().get('detail')}); "
+                    "set SAGACTL_TOKEN to a token with the orders:read (or operator) scope"
+                )
             order.raise_for_status()
             saga = (await http.get(f"{base}/orders/{args.order_id}/saga")).raise_for_status().json()
     except httpx.HTTPError as exc:
