@@ -87,7 +87,9 @@ class ChartOnDocker:
     async def _create_database(self, user: str, password: str, database: str) -> None:
         conn = await asyncpg.connect(f"{POSTGRES_URL}/postgres")
         try:
-            await conn.execute(f'CREATE ROLE "{user}" LOGIN PASSWORD $${password}$$')
+            # As the official image's initdb makes POSTGRES_USER: the database's superuser (migrate, run as it,
+            # creates the service's own role).
+            await conn.execute(f'CREATE ROLE "{user}" LOGIN SUPERUSER PASSWORD $${password}$$')
             self.roles.append(user)
             await conn.execute(f'CREATE DATABASE "{database}" OWNER "{user}"')
             self.databases.append(database)
@@ -144,7 +146,9 @@ class ChartOnDocker:
         try:
             for database in self.databases:
                 await conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-            for role in self.roles:
+            # The owners, and the roles migrate made for the services (named after their owners).
+            made = await conn.fetch("SELECT rolname FROM pg_roles WHERE rolname LIKE $1", f"{self.prefix}%")
+            for role in sorted({*self.roles, *(r["rolname"] for r in made)}, key=len, reverse=True):
                 await conn.execute(f'DROP ROLE IF EXISTS "{role}"')
         finally:
             await conn.close()

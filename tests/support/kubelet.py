@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -320,16 +321,36 @@ class Kubelet:
                 if "sizeLimit" in volume["emptyDir"]:
                     options.append(f"size={bytes_of(volume['emptyDir']['sizeLimit'])}")
                 args += ["--tmpfs", f"{mount['mountPath']}:{','.join(options)}"]
-            elif "configMap" in volume:
-                folder = self.workdir / name / mount["name"]
-                folder.mkdir(parents=True, exist_ok=True)
-                for key, text in self.rendered.get("ConfigMap", volume["configMap"]["name"])["data"].items():
-                    (folder / key).write_text(text)
-                folder.chmod(0o755)
+            elif "configMap" in volume or "secret" in volume:
+                folder = self._project_files(workload, volume, self.workdir / name / mount["name"])
                 args += ["--volume", f"{folder}:{mount['mountPath']}:ro"]
             else:
                 raise NotImplementedError(f"volume {volume}")
         return args
+
+    def _project_files(self, workload: Workload, volume: dict[str, Any], folder: Path) -> Path:
+        """A configMap or secret volume as the kubelet writes it: a file per key (or per `items` entry), with
+        `defaultMode` (0644 unless set), group-owned by the pod's fsGroup."""
+        if "configMap" in volume:
+            source = volume["configMap"]
+            files = {key: text.encode() for key, text in self.rendered.get("ConfigMap", source["name"])["data"].items()}
+        else:
+            source = volume["secret"]
+            secret = self.rendered.get("Secret", source["secretName"])
+            files = {key: base64.b64decode(value) for key, value in secret.get("data", {}).items()}
+            files |= {key: str(value).encode() for key, value in secret.get("stringData", {}).items()}
+        paths = {item["key"]: item["path"] for item in source.get("items", [])} or {key: key for key in files}
+        mode = int(source.get("defaultMode", 0o644))
+        group = workload.spec.get("securityContext", {}).get("fsGroup", -1)
+        folder.mkdir(parents=True, exist_ok=True)
+        folder.chmod(0o755)
+        for key, path in paths.items():
+            target = folder / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(files[key])
+            os.chown(target, -1, group)
+            target.chmod(mode)
+        return folder
 
     def container_name(self, workload: Workload, container: dict[str, Any]) -> str:
         owner = workload.owner["metadata"]["name"]
