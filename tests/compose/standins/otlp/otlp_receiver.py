@@ -4,6 +4,8 @@ import base64
 import gzip
 import json
 import os
+import signal
+import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -26,6 +28,8 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
 
+# PID 1 in its container: SIGTERM (docker stop) has no default action there.
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 address = os.environ.get("OTLP_LISTEN_ADDRESS", "0.0.0.0")
 print(f"OTLP/HTTP receiver on {address}:4318", flush=True)
 ThreadingHTTPServer((address, 4318), Handler).serve_forever()
