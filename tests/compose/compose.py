@@ -83,9 +83,11 @@ class Compose:
             )
         return result
 
-    def up(self, wait_timeout: int = 240) -> tuple[subprocess.CompletedProcess[str], float]:
+    def up(self) -> tuple[subprocess.CompletedProcess[str], float]:
+        """`up --build --wait`, without --wait-timeout: Compose 2.40 returns 0 when that expires with a service
+        still starting; the healthchecks' own retries make a service unhealthy, and then `up` fails."""
         started = time.monotonic()
-        result = self.run("up", "--build", "--wait", "--wait-timeout", str(wait_timeout), check=False)
+        result = self.run("up", "--build", "--wait", check=False)
         return result, time.monotonic() - started
 
     def down(self) -> None:

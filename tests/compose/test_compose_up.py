@@ -38,6 +38,10 @@ def stack(engine: DockerEngine) -> Iterator[Compose]:
             f"docker compose up --build --wait failed ({result.returncode}):\n{result.stderr[-6000:]}"
         )
         say(f"up --build --wait: {seconds:.1f} s")
+        unhealthy = {
+            name: state["Health"] for name, state in compose.states().items() if state["Health"] not in ("", "healthy")
+        }
+        assert not unhealthy, f"up --wait returned with services not healthy: {unhealthy}"
         assert set(engine.docker("network", "ls", "--quiet").split()) == networks_before, "a network was created"
         yield compose
     finally:
