@@ -7,8 +7,8 @@ import pytest
 
 from tests.compose.compose import OVERRIDE, USER_FILE, busy_ports
 
-# No --wait-timeout: Compose 2.40 returns 0 when it expires with a service still starting (seen here). The user's
-# healthchecks decide, as for a user: 5 s start period, then 30 failures 2 s apart make a service unhealthy.
+# No --wait-timeout: the user's healthchecks decide, as for a user (5 s start period, then 30 failures 2 s
+# apart make a service unhealthy, and `up --wait` fails).
 ORDER_DATABASE = "DATABASE_URL: postgresql://postgres@postgres:5432/orders"
 CUSTOMER_READYZ = "http://127.0.0.1:8002/readyz"
 
