@@ -9,8 +9,8 @@ INSTALLED := $(VENV)/.installed
 PACKAGES := -e services/common -e services/order -e services/customer -e services/tools -e services/devtools
 PYTEST := $(BIN)/pytest
 
-.PHONY: help install run test test-unit test-integration test-e2e test-observability test-chart test-images test-chaos \
-        test-fuzz test-perf bench lint format clean chart-readme asyncapi
+.PHONY: help install run test test-unit test-integration test-e2e test-observability test-chart test-images test-compose \
+        test-chaos test-fuzz test-perf bench lint format clean chart-readme asyncapi
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -33,6 +33,7 @@ test: $(INSTALLED) ## the whole suite, tier by tier (what CI runs)
 	$(PYTEST) tests/observability -m observability
 	$(PYTEST) tests/chart -m chart
 	$(PYTEST) tests/images -m images -s
+	$(PYTEST) tests/compose -m compose -s
 	$(PYTEST) tests/chaos -m chaos -s
 	$(PYTEST) tests/perf -m perf
 
@@ -47,6 +48,9 @@ test-e2e: $(INSTALLED) ## both services as real processes
 
 test-images: $(INSTALLED) ## both images built on a local Docker engine, the chart's pods run from them (root)
 	$(PYTEST) tests/images -m images -s
+
+test-compose: $(INSTALLED) ## docker/compose.yaml brought up with Compose v2 as a user does, stand-ins from tests/compose (root)
+	$(PYTEST) tests/compose -m compose -s
 
 test-chaos: $(INSTALLED) ## faults under load on a 3-node RabbitMQ cluster; prints the table of figures (root, rabbitmq-server)
 	$(PYTEST) tests/chaos -m chaos -s
@@ -166,8 +170,8 @@ skaffold-dev: ## the edit loop on the kind cluster: rebuild, redeploy and forwar
 test-chart: $(INSTALLED) ## the chart, images and configs checked offline (Helm engine, Kubernetes schemas, policies)
 	$(PYTEST) tests/chart -m chart
 
-compose-up: ## both services with PostgreSQL, RabbitMQ and Jaeger in Docker, without Kubernetes
-	docker compose --file docker/compose.yaml up --build --detach
+compose-up: ## both services with PostgreSQL, RabbitMQ and Jaeger in Docker (Compose v2); returns once all are healthy
+	docker compose --file docker/compose.yaml up --build --wait
 
 compose-down: ## stop the compose stack and forget its data
 	docker compose --file docker/compose.yaml down --volumes

