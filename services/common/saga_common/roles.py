@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import asyncpg
 
-from saga_common.settings import to_libpq_url
-
 DML = "SELECT, INSERT, UPDATE, DELETE"
 
 
 async def grant_service_role(owner_url: str, role: str, password: str | None) -> None:
-    conn = await asyncpg.connect(to_libpq_url(owner_url))
+    conn = await asyncpg.connect(owner_url)
     try:
         async with conn.transaction():
             await conn.execute(
