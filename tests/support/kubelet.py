@@ -6,7 +6,7 @@ Everything about a container comes from the rendered chart, nothing is restated 
   Secrets and ConfigMaps, `fieldRef` from the pod's metadata;
 - securityContext (container over pod): runAsUser/runAsGroup, fsGroup as a supplementary group,
   readOnlyRootFilesystem, dropped and added capabilities, allowPrivilegeEscalation=false as no-new-privileges;
-- volumes: `emptyDir` as a tmpfs at each mountPath (sizeLimit kept), `configMap` as read-only files;
+- volumes: `emptyDir` as a tmpfs at each mountPath (sizeLimit kept), `configMap` and `secret` as read-only files;
 - resources.limits as --memory/--cpus; terminationGracePeriodSeconds as the stop timeout, preStop sleep first;
 - probes (httpGet on a named or numbered port, exec) run against the container within the times they declare.
 
