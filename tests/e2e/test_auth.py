@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from saga_common.auth import CUSTOMERS_READ, CUSTOMERS_WRITE, ORDERS_CANCEL, ORDERS_READ, ORDERS_WRITE, SCOPES
+from saga_dev.localstack import SagaEnvironment
 from tests.support import auth
-from tests.support.infra import SagaEnvironment
 from tests.support.processes import ServiceProcess, both_services
 
 OPERATOR = "saga:operator"

@@ -25,8 +25,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+from cryptography.hazmat.primitives import serialization
 
 from saga_dev.localstack import POSTGRES_URL, free_port, rabbitmqctl, unique_name
+from saga_tools import tokens
 from tests.chart.saga_chart import Rendered, Workload, render
 from tests.support.kubelet import Kubelet, PodFailed, RunningContainer
 
@@ -197,6 +199,25 @@ class ChartOnDocker:
             f"after {seconds:.1f} s"
         )
         return code, seconds
+
+    def auth_headers(self, *scopes: str) -> dict[str, str]:
+        """A bearer token as the `helm test` pod mints one: signed with the chart's development signer (the
+        key in the Secret that pod mounts), for the issuer and audience the services are given."""
+        (test_pod,) = [w for w in self.ours("Pod") if w.owner["metadata"]["annotations"]["helm.sh/hook"] == "test"]
+        signer = next(v["secret"] for v in test_pod.spec["volumes"] if "secret" in v)
+        secret = self.rendered.get("Secret", signer["secretName"])
+        key_name = signer["items"][0]["key"] if signer.get("items") else "signing-key.pem"
+        key = serialization.load_pem_private_key(base64.b64decode(secret["data"][key_name]), password=None)
+        (order,) = [w for w in self.ours("Deployment") if w.component == "order-service"]
+        env = {e["name"]: e.get("value") for e in order.spec["containers"][0]["env"]}
+        token = tokens.mint(
+            key,  # type: ignore[arg-type]
+            subject="images-tier",
+            scopes=list(scopes),
+            issuer=env["SAGA_AUTH_ISSUER"],
+            audience=env["SAGA_AUTH_AUDIENCE"],
+        )
+        return {"Authorization": f"Bearer {token}"}
 
     def port_of(self, component: str) -> int:
         workload = next(w for w in self.ours("Deployment") if w.component == component)

@@ -101,8 +101,10 @@ def test_sagas_through_the_order_pod_are_fulfilled_or_rejected_and_traced(
 ) -> None:
     order_url = f"http://127.0.0.1:{chart_stack.port_of('order-service')}"
 
+    headers = chart_stack.auth_headers("orders:write", "orders:read")
+
     async def scenario() -> tuple[dict, dict]:
-        async with httpx.AsyncClient(timeout=30) as http:
+        async with httpx.AsyncClient(timeout=30, headers=headers) as http:
             # The demo customers the customer-migrate Job seeded: 1 Alice (rich), 2 Bob (10.00).
             fulfilled = await _outcome(http, order_url, await _order(http, order_url, 1, "50.00"))
             rejected = await _outcome(http, order_url, await _order(http, order_url, 2, "99.00"))
@@ -129,15 +131,15 @@ def test_both_cronjobs_commands_exit_as_documented_against_the_live_stack(chart_
 class OrderPlacer(threading.Thread):
     """Places orders on the order pod until told to stop (at most `limit`); keeps the ids it got a 201 for."""
 
-    def __init__(self, order_url: str, limit: int = 800) -> None:
+    def __init__(self, order_url: str, headers: dict[str, str], limit: int = 800) -> None:
         super().__init__(daemon=True)
-        self.order_url, self.limit = order_url, limit
+        self.order_url, self.headers, self.limit = order_url, headers, limit
         self.accepted: list[int] = []
         self.refused = 0
         self.done = threading.Event()
 
     def run(self) -> None:
-        with httpx.Client(timeout=10) as http:
+        with httpx.Client(timeout=10, headers=self.headers) as http:
             while not self.done.is_set() and len(self.accepted) + self.refused < self.limit:
                 body = {"customer_id": 3, "product_id": 1, "status": "pending", "quantity": 1, "total_price": "1.00"}
                 try:
@@ -154,7 +156,8 @@ class OrderPlacer(threading.Thread):
 
 def test_a_rolling_stop_with_sagas_in_flight_drains_and_loses_nothing(chart_stack: ChartOnDocker) -> None:
     order_url = f"http://127.0.0.1:{chart_stack.port_of('order-service')}"
-    placer = OrderPlacer(order_url)
+    headers = chart_stack.auth_headers("orders:write", "orders:read")
+    placer = OrderPlacer(order_url, headers)
     placer.start()
     try:
         wait_until(lambda: len(placer.accepted) >= 10, 30, "orders accepted before the stop")
@@ -172,7 +175,7 @@ def test_a_rolling_stop_with_sagas_in_flight_drains_and_loses_nothing(chart_stac
     chart_stack.start_services()
 
     async def outcomes() -> list[dict]:
-        async with httpx.AsyncClient(timeout=30) as http:
+        async with httpx.AsyncClient(timeout=30, headers=headers) as http:
             return await asyncio.gather(*(_outcome(http, order_url, order_id) for order_id in placer.accepted))
 
     def all_terminal() -> list[dict] | None:

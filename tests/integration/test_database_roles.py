@@ -21,8 +21,7 @@ import asyncpg
 import httpx
 import pytest
 
-from saga_common.settings import to_libpq_url
-from tests.support.infra import POSTGRES_URL, Vhost, unique_name
+from saga_dev.localstack import POSTGRES_URL, Vhost, unique_name
 from tests.support.processes import ServiceProcess
 
 SERVICES = ("order", "customer")
@@ -50,7 +49,7 @@ class Roles:
 
 
 async def _admin(statements: list[str]) -> None:
-    conn = await asyncpg.connect(to_libpq_url(f"{POSTGRES_URL}/postgres"))
+    conn = await asyncpg.connect(f"{POSTGRES_URL}/postgres")
     try:
         for statement in statements:
             await conn.execute(statement)
@@ -103,7 +102,7 @@ def roles() -> Iterator[Roles]:
 
 async def connect(roles: Roles, service: str, *, database_of: str | None = None) -> asyncpg.Connection:
     url = roles.url(service, login=roles.role(service), database=roles.database(database_of or service))
-    return await asyncpg.connect(to_libpq_url(url))
+    return await asyncpg.connect(url)
 
 
 TABLES = {"order": "orders", "customer": "customers"}
@@ -114,7 +113,7 @@ async def test_a_service_role_cannot_reach_the_other_database(roles, service, ot
     with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied for database"):
         await connect(roles, service, database_of=other)
     # Even a role granted CONNECT by mistake would find no table it may read or write there.
-    conn = await asyncpg.connect(to_libpq_url(f"{POSTGRES_URL}/{roles.database(other)}"))
+    conn = await asyncpg.connect(f"{POSTGRES_URL}/{roles.database(other)}")
     try:
         for privilege in ("SELECT", "INSERT", "UPDATE", "DELETE"):
             assert not await conn.fetchval(
