@@ -31,7 +31,9 @@ from typing import Any
 import httpx
 import pytest
 
+from saga_common.auth import SCOPES
 from saga_dev.localstack import SagaEnvironment, ServiceProcess
+from saga_tools.tokens import LocalIdentity
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -48,10 +50,19 @@ SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
 
 
 @pytest.fixture(scope="module")
-def fuzzed_services() -> Iterator[dict[str, ServiceProcess]]:
+def identity() -> Iterator[LocalIdentity]:
+    """The services run with authentication on, as in production: the fuzzer and the bad inputs send a token
+    with every scope, and schemathesis checks that requests without it are refused."""
+    with tempfile.TemporaryDirectory(prefix="saga-fuzz-idp-") as directory:
+        yield LocalIdentity(Path(directory))
+
+
+@pytest.fixture(scope="module")
+def fuzzed_services(identity: LocalIdentity) -> Iterator[dict[str, ServiceProcess]]:
     env = SagaEnvironment.create()
-    customer = ServiceProcess("customer_service", env.databases.customer_url, env.broker_url)
-    order = ServiceProcess("order_service", env.databases.order_url, env.broker_url)
+    auth_env = identity.service_env()
+    customer = ServiceProcess("customer_service", env.databases.customer_url, env.broker_url, extra_env=auth_env)
+    order = ServiceProcess("order_service", env.databases.order_url, env.broker_url, extra_env=auth_env)
     try:
         customer.start()
         order.start()
@@ -67,7 +78,7 @@ def fuzzed_services() -> Iterator[dict[str, ServiceProcess]]:
 
 @pytest.mark.parametrize("service", ["order", "customer"])
 def test_schemathesis_finds_no_server_error_and_no_response_outside_the_schema(
-    fuzzed_services: dict[str, ServiceProcess], service: str
+    fuzzed_services: dict[str, ServiceProcess], identity: LocalIdentity, service: str
 ) -> None:
     process = fuzzed_services[service]
     with tempfile.TemporaryDirectory(prefix="saga-fuzz-") as reports:
@@ -75,6 +86,8 @@ def test_schemathesis_finds_no_server_error_and_no_response_outside_the_schema(
             str(SCHEMATHESIS),
             "run",
             f"{process.base_url}/openapi.json",
+            "--header",
+            f"Authorization: Bearer {identity.token(SCOPES, subject='fuzzer')}",
             "--checks",
             CHECKS,
             "--phases",
@@ -230,11 +243,11 @@ def reason_of(response: httpx.Response) -> str:
 
 
 async def test_bad_inputs_get_a_4xx_with_a_reason_and_change_nothing(
-    fuzzed_services: dict[str, ServiceProcess],
+    fuzzed_services: dict[str, ServiceProcess], identity: LocalIdentity
 ) -> None:
     order_url = fuzzed_services["order"].base_url
     customer_url = fuzzed_services["customer"].base_url
-    async with httpx.AsyncClient(timeout=30) as http:
+    async with httpx.AsyncClient(timeout=30, headers=identity.headers(SCOPES)) as http:
         first = await http.post(f"{order_url}/orders/", json=ORDER, headers={"Idempotency-Key": "fuzz-reused"})
         assert first.status_code == 201, first.text
         # Pending or already rejected (unknown customer): either way it is not fulfilled, so it cannot be cancelled.
