@@ -297,10 +297,15 @@ async def test_keys_rotate_without_a_restart_and_unknown_keys_cannot_flood_the_p
         assert time.monotonic() < deadline
         await client.get(f"{order.base_url}/orders", headers=unknown)
         await asyncio.sleep(0.3)
+    # Put the module's provider back as the other tests expect it, and wait until the services trust the key
+    # again (a token naming it makes them refetch, at most once per SAGA_AUTH_JWKS_MIN_REFRESH_S).
     server.publish((old_key, KID), (new_key, new_kid))
+    deadline = time.monotonic() + 10
+    while (await client.get(f"{order.base_url}/orders", headers=old)).status_code != 200:
+        assert time.monotonic() < deadline, "the restored key is still refused"
+        await asyncio.sleep(0.3)
 
 
-@pytest.mark.xfail(reason="failed in its first run, cause not yet diagnosed (deadline); see the issue 14 report")
 async def test_no_token_leaks_into_logs_metrics_timelines_or_error_bodies(client, services, idp):
     """Scan what a saga run with tokens produced: the services' logs, /metrics, the saga timeline, and the answers
     to good and bad tokens."""
@@ -310,6 +315,7 @@ async def test_no_token_leaks_into_logs_metrics_timelines_or_error_bodies(client
     secret = headers["Authorization"].removeprefix("Bearer ")
     signature = secret.rsplit(".", 1)[1]
     placed = await new_order(client, order.base_url, headers, customer_id, "5.00")
+    assert placed.status_code == 201, placed.text
     order_id = placed.json()["id"]
     produced = [placed.text, placed.headers.get("WWW-Authenticate", "")]
     produced.append((await client.get(f"{order.base_url}/orders/{order_id}?wait=15", headers=headers)).text)
