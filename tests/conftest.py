@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from saga_dev.localstack import SagaEnvironment
+from tests.support.otlp import OtlpReceiver
 
 TIERS = {"unit", "integration", "e2e", "observability", "chart", "images", "compose", "chaos", "perf"}
 
@@ -44,3 +45,13 @@ def saga_env_module() -> Iterator[SagaEnvironment]:
 async def http() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(timeout=10) as client:
         yield client
+
+
+# A real OTLP/HTTP receiver for the services to export to (observability and images tiers).
+@pytest.fixture(scope="module")
+def otlp_receiver() -> Iterator[OtlpReceiver]:
+    receiver = OtlpReceiver().start()
+    try:
+        yield receiver
+    finally:
+        receiver.stop()

@@ -74,22 +74,13 @@ def images(engine: DockerEngine) -> BuiltImages:
 
 
 @pytest.fixture(scope="module")
-def otlp() -> Iterator[OtlpReceiver]:
-    receiver = OtlpReceiver().start()
-    try:
-        yield receiver
-    finally:
-        receiver.stop()
-
-
-@pytest.fixture(scope="module")
-def chart_stack(engine: DockerEngine, images: BuiltImages, otlp: OtlpReceiver) -> Iterator[ChartOnDocker]:
+def chart_stack(engine: DockerEngine, images: BuiltImages, otlp_receiver: OtlpReceiver) -> Iterator[ChartOnDocker]:
     """The chart rendered with names of this module's own; its databases, roles, vhost and users created."""
 
     def kubelet(rendered: Rendered) -> Kubelet:
         return Kubelet(engine, rendered, OUR_IMAGES, report=say)
 
-    stack, _ = new_stack(kubelet, otlp.endpoint)
+    stack, _ = new_stack(kubelet, otlp_receiver.endpoint)
     try:
         stack.prepare_databases()
         stack.prepare_broker()

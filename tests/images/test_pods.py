@@ -97,7 +97,7 @@ async def _outcome(http: httpx.AsyncClient, order_url: str, order_id: int) -> di
 
 
 def test_sagas_through_the_order_pod_are_fulfilled_or_rejected_and_traced(
-    chart_stack: ChartOnDocker, otlp: OtlpReceiver
+    chart_stack: ChartOnDocker, otlp_receiver: OtlpReceiver
 ) -> None:
     order_url = f"http://127.0.0.1:{chart_stack.port_of('order-service')}"
 
@@ -114,7 +114,9 @@ def test_sagas_through_the_order_pod_are_fulfilled_or_rejected_and_traced(
     assert fulfilled["status"] == "fulfilled", fulfilled
     assert rejected["status"] == "rejected" and rejected["rejection_reason"] == "insufficient_balance", rejected
     trace_id = fulfilled["trace_id"]
-    otlp.wait_for(lambda: {"order-service", "customer-service"} <= {s.service for s in otlp.trace(trace_id)}, 20)
+    otlp_receiver.wait_for(
+        lambda: {"order-service", "customer-service"} <= {s.service for s in otlp_receiver.trace(trace_id)}, 20
+    )
 
 
 def test_both_cronjobs_commands_exit_as_documented_against_the_live_stack(chart_stack: ChartOnDocker) -> None:

@@ -19,15 +19,6 @@ def tracing_env(receiver: OtlpReceiver) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def otlp_receiver() -> Iterator[OtlpReceiver]:
-    receiver = OtlpReceiver().start()
-    try:
-        yield receiver
-    finally:
-        receiver.stop()
-
-
-@pytest.fixture(scope="module")
 def traced_services(
     saga_env_module: SagaEnvironment, otlp_receiver: OtlpReceiver
 ) -> Iterator[tuple[ServiceProcess, ServiceProcess]]:
