@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import asyncpg
 import httpx
 
 from saga_dev.localstack import ServiceProcess, unique_name
+from tests.support.waiting import eventually
 
 
 async def _role_without_table_privileges(database_url: str) -> tuple[str, str]:
@@ -39,17 +39,14 @@ async def test_a_relay_that_fails_every_round_makes_the_service_unready_with_the
     await asyncio.to_thread(order.start, False)
     try:
         async with httpx.AsyncClient(timeout=5) as http:
-            deadline = time.monotonic() + 30
-            seen = None
-            while time.monotonic() < deadline:
-                try:
-                    seen = await http.get(f"{order.base_url}/readyz")
-                except httpx.HTTPError:
-                    seen = None
-                if seen is not None and seen.status_code == 503 and "outbox_relay" in seen.json().get("reasons", {}):
-                    break
-                await asyncio.sleep(0.2)
-            assert seen is not None and seen.status_code == 503, seen and seen.text
+            seen = await eventually(
+                lambda: http.get(f"{order.base_url}/readyz"),
+                until=lambda r: r.status_code == 503 and "outbox_relay" in r.json().get("reasons", {}),
+                timeout=30,
+                interval=0.2,
+                ignoring=(httpx.HTTPError,),
+                what="/readyz names the failing outbox relay",
+            )
             body = seen.json()
             assert body["checks"]["database"] is True and body["checks"]["outbox_relay"] is False
             assert "permission denied for table outbox" in body["reasons"]["outbox_relay"]

@@ -20,7 +20,6 @@ import json
 import os
 import secrets
 import tempfile
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -243,14 +242,3 @@ def new_stack(kubelet_factory: Any, otlp_endpoint: str) -> tuple[ChartOnDocker, 
     prefix = unique_name("imgtest")
     rendered = render(test_values(prefix, otlp_endpoint))
     return ChartOnDocker(kubelet_factory(rendered), prefix), rendered
-
-
-def wait_until(condition: Any, timeout: float, what: str, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = condition()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"{what}: not within {timeout:.0f} s (last seen: {last!r})")

@@ -15,8 +15,9 @@ import httpx
 import pytest
 
 from tests.images.conftest import BuiltImages
-from tests.images.stack import IMAGE_TAG, ChartOnDocker, wait_until
+from tests.images.stack import IMAGE_TAG, ChartOnDocker
 from tests.support.otlp import OtlpReceiver
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -162,7 +163,7 @@ def test_a_rolling_stop_with_sagas_in_flight_drains_and_loses_nothing(chart_stac
     placer = OrderPlacer(order_url, headers)
     placer.start()
     try:
-        wait_until(lambda: len(placer.accepted) >= 10, 30, "orders accepted before the stop")
+        wait_until(lambda: len(placer.accepted) >= 10, timeout=30, interval=0.2, what="orders accepted before the stop")
         # The customer service first, then the order service, each with its preStop, SIGTERM and grace period,
         # while orders keep arriving and the sagas already accepted are crossing the broker.
         for component in ("customer-service", "order-service"):
@@ -184,6 +185,6 @@ def test_a_rolling_stop_with_sagas_in_flight_drains_and_loses_nothing(chart_stac
         found = asyncio.run(outcomes())
         return found if all(o["status"] in TERMINAL for o in found) else None
 
-    results = wait_until(all_terminal, 60, "every accepted saga reaches a terminal state")
+    results = wait_until(all_terminal, timeout=60, interval=0.2, what="every accepted saga reaches a terminal state")
     statuses = {o["status"] for o in results}
     assert statuses <= {"fulfilled", "rejected"}, statuses
