@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from customer_service.handlers import HANDLERS as CUSTOMER_HANDLERS
+from customer_service.handlers import lock_order as customer_lock_order
 from customer_service.settings import CustomerSettings
 from order_service.handlers import HANDLERS as ORDER_HANDLERS
 from order_service.jobs import order_jobs
@@ -44,6 +45,8 @@ def runtimes(saga_env: SagaEnvironment) -> RuntimeFactory:
             handlers if handlers is not None else default_handlers,
             jobs=order_jobs(settings) if jobs and service == ORDER_SERVICE else [],
         )
+        if service == CUSTOMER_SERVICE:
+            spec.lock_order = customer_lock_order
         runtime = ServiceRuntime(settings, spec, consume=consume, relay=relay)
         await runtime.start()
         try:

@@ -1,6 +1,12 @@
 """The idempotent consumer: decode, deduplicate, handle in one transaction, acknowledge.
 
-What happens to a delivery:
+Deliveries go to at most `concurrency` workers. A worker takes every delivery already waiting (up to
+`batch_size`, never waiting for more) and handles them in one transaction: one inbox statement, each
+handler in turn (sorted by the row it locks, so that concurrent batches cannot deadlock), one outbox
+statement, one commit, then the acknowledgements (`batch.py`). A lone delivery is handled on its own at once,
+so latency at low load is that of one message. If anything in a batch fails, the batch is rolled back and
+each of its messages is handled again in a transaction of its own, so one bad message never fails its
+neighbours and retries and dead letters behave exactly as for a single message:
   - it cannot be decoded (not JSON, unknown or foreign type, wrong version, missing fields, too large):
     dead-lettered at once, reason in its headers; the messages behind it flow on;
   - its id is already in the inbox: acknowledged, nothing else (a duplicate);
@@ -17,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -25,16 +32,14 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 
 from saga_common import inbox, metrics, tracing
+from saga_common.batch import Delivery, Handler, finish, handle_batch
 from saga_common.broker import Broker, Session
 from saga_common.db import Database
 from saga_common.logs import current_order_id
 from saga_common.messages import Event, PoisonMessage, decode
 from saga_common.topology import ServiceQueues
-from saga_common.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
-
-Handler = Callable[[UnitOfWork, Any], Awaitable[None]]
 
 # Headers this project adds to retried and dead-lettered copies.
 ATTEMPT_HEADER = "x-saga-attempt"
@@ -43,6 +48,10 @@ REASON_HEADER = "x-saga-dead-letter-reason"
 CATEGORY_HEADER = "x-saga-dead-letter-category"
 SOURCE_QUEUE_HEADER = "x-saga-source-queue"
 DEAD_LETTERED_AT_HEADER = "x-saga-dead-lettered-at"
+
+
+def _by_order(event: Event) -> int:
+    return event.order_id
 
 
 def copy_of(message: AbstractIncomingMessage, headers: dict[str, Any]) -> aio_pika.Message:
@@ -76,6 +85,9 @@ class Consumer:
         database_reachable: Callable[[], Awaitable[bool]],
         max_attempts: int,
         max_message_bytes: int,
+        batch_size: int = 1,
+        concurrency: int = 1,
+        lock_order: Callable[[Event], Any] = _by_order,
         trace_as_link: bool = False,
     ) -> None:
         self._queues = queues
@@ -85,10 +97,15 @@ class Consumer:
         self._database_reachable = database_reachable
         self._max_attempts = max_attempts
         self._max_message_bytes = max_message_bytes
+        self._batch_size = batch_size
+        self._concurrency = concurrency
+        self._lock_order = lock_order
         self._trace_as_link = trace_as_link
         self._session: Session | None = None
         self._queue: AbstractQueue | None = None
         self._consumer_tag: str | None = None
+        self._waiting: deque[AbstractIncomingMessage] = deque()
+        self._workers: set[asyncio.Task[None]] = set()
         self._inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -127,30 +144,69 @@ class Consumer:
             log.warning("drain timed out with %d messages in flight; the broker will redeliver them", self._inflight)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        """aio-pika's callback: queue the delivery and make sure a worker will take it."""
         self._inflight += 1
         self._idle.clear()
-        try:
-            await self._process(message)
-        except Exception:
-            log.exception("unexpected failure handling message %s", message.message_id)
-        finally:
-            self._inflight -= 1
-            if self._inflight == 0:
-                self._idle.set()
+        self._waiting.append(message)
+        if len(self._workers) < self._concurrency:
+            worker = asyncio.create_task(self._work(), name="consumer-worker")
+            self._workers.add(worker)
+            worker.add_done_callback(self._workers.discard)
 
-    async def _process(self, message: AbstractIncomingMessage) -> None:
-        started = time.perf_counter()
+    async def _work(self) -> None:
+        """Handle what is waiting, a batch at a time, until nothing is."""
+        while self._waiting:
+            taken = [self._waiting.popleft() for _ in range(min(len(self._waiting), self._batch_size))]
+            try:
+                await self._process_all(taken)
+            except Exception:
+                log.exception("unexpected failure handling %d messages", len(taken))
+            finally:
+                self._inflight -= len(taken)
+                if self._inflight == 0:
+                    self._idle.set()
+
+    async def _process_all(self, messages: list[AbstractIncomingMessage]) -> None:
+        deliveries = [delivery for message in messages if (delivery := await self._decode(message)) is not None]
+        if len(deliveries) > 1:
+            started = time.perf_counter()
+            try:
+                outcomes = await handle_batch(
+                    deliveries,
+                    db=self._db,
+                    queue=self._queues.work,
+                    lock_order=self._lock_order,
+                    trace_as_link=self._trace_as_link,
+                )
+            except Exception as exc:  # noqa: BLE001 - rolled back: each message gets its own transaction
+                log.info("a batch of %d messages failed (%r); handling each on its own", len(deliveries), exc)
+                metrics.CONSUMER_BATCH_FALLBACKS.inc()
+            else:
+                for outcome in outcomes:
+                    await settle(outcome.delivery.message.ack())
+                finish(outcomes, started)
+                return
+        for delivery in deliveries:
+            await self._process(delivery)
+
+    async def _decode(self, message: AbstractIncomingMessage) -> Delivery | None:
+        """The delivery's event and handler; None when it was dead-lettered as poison."""
         try:
             event = decode(message.body, max_bytes=self._max_message_bytes)
         except PoisonMessage as poison:
             await self._dead_letter(message, poison, message.type or "unknown")
-            return
+            return None
         handler = self._handlers.get(event.type)
         if handler is None:
             poison = PoisonMessage(f"{event.type} is not a message {self._queues.service} consumes", "unknown_type")
             await self._dead_letter(message, poison, event.type)
-            return
+            return None
+        return Delivery(message, event, handler)
 
+    async def _process(self, delivery: Delivery) -> None:
+        """One delivery in a transaction of its own: handled, retried or dead-lettered."""
+        message, event, handler = delivery
+        started = time.perf_counter()
         token = current_order_id.set(event.order_id)
         try:
             with tracing.consume_span(
@@ -173,7 +229,7 @@ class Consumer:
                     return
                 result = "duplicate" if duplicate else "processed"
                 span.set_attribute("saga.consume_result", result)
-                await _settle(message.ack())
+                await settle(message.ack())
                 metrics.MESSAGES_CONSUMED.labels(event.type, result).inc()
                 metrics.MESSAGE_HANDLING.labels(event.type).observe(time.perf_counter() - started)
         finally:
@@ -231,14 +287,14 @@ class Consumer:
             log.warning("could not move message %s to %s (%s); requeueing it", message.message_id, queue, exc)
             if isinstance(exc, aio_pika.exceptions.DeliveryError):
                 await self._broker.renew(self._broker.current_session, f"the broker nacked a copy to {queue}")
-            await _settle(message.nack(requeue=True))
+            await settle(message.nack(requeue=True))
             return False
-        await _settle(message.ack())
+        await settle(message.ack())
         metrics.MESSAGES_CONSUMED.labels(message_type or message.type or "unknown", result).inc()
         return True
 
 
-async def _settle(operation: Awaitable[None]) -> None:
+async def settle(operation: Awaitable[None]) -> None:
     """Ack/nack on a channel that died meanwhile fails; the broker redelivers and the inbox deduplicates."""
     try:
         await operation

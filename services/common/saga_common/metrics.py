@@ -49,6 +49,15 @@ MESSAGE_HANDLING = Histogram(
     ["type"],
     buckets=_LATENCY_BUCKETS,
 )
+CONSUMER_BATCH_SIZE = Histogram(
+    "saga_consumer_batch_size",
+    "Messages handled together in one transaction (batches of two or more).",
+    buckets=(2, 4, 8, 16, 32, 64, 128, 256),
+)
+CONSUMER_BATCH_FALLBACKS = Counter(
+    "saga_consumer_batch_fallbacks",
+    "Batches rolled back because one part failed; their messages were then handled one by one.",
+)
 MESSAGES_DEAD_LETTERED = Counter(
     "saga_messages_dead_lettered",
     "Messages this service sent to its dead-letter queue, by type and reason.",

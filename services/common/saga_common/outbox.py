@@ -53,6 +53,13 @@ DROP_NOTIFY_TRIGGER_DDL = (
 )
 
 _INSERT = "INSERT INTO outbox (id, routing_key, order_id, payload, headers) VALUES ($1, $2, $3, $4::jsonb, $5::jsonb)"
+# A batch's events in one statement (one execution, one NOTIFY), in the order they were emitted.
+_INSERT_MANY = (
+    "INSERT INTO outbox (id, routing_key, order_id, payload, headers) "
+    "SELECT id, routing_key, order_id, payload::jsonb, headers::jsonb "
+    "FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::text[]) "
+    "WITH ORDINALITY AS row (id, routing_key, order_id, payload, headers, position) ORDER BY position"
+)
 
 
 class PendingEvent:
@@ -98,7 +105,7 @@ async def write_events(conn: asyncpg.Connection, pending: Sequence[PendingEvent]
         if len(rows) == 1:
             await conn.execute(_INSERT, *rows[0])
         else:
-            await conn.executemany(_INSERT, rows)
+            await conn.execute(_INSERT_MANY, *(list(column) for column in zip(*rows, strict=True)))
     finally:
         for span in spans:
             span.end()

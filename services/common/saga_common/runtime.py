@@ -11,11 +11,13 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from saga_common import metrics
 from saga_common.broker import Broker, Session
 from saga_common.consumer import Consumer, Handler
 from saga_common.db import Database, create_pool
+from saga_common.messages import Event
 from saga_common.notifications import PgListener
 from saga_common.outbox import NOTIFY_CHANNEL, OutboxRelay, refresh_backlog_metrics
 from saga_common.settings import ServiceSettings
@@ -43,6 +45,8 @@ class ServiceSpec:
     jobs: list[PeriodicJob] = field(default_factory=list)
     # PostgreSQL NOTIFY channel -> callback(payload), on the process's one LISTEN connection.
     notifications: dict[str, Callable[[str], None]] = field(default_factory=dict)
+    # The key of the row a message's handler locks: a batch runs its handlers in this order (batch.py).
+    lock_order: Callable[[Event], Any] = lambda event: event.order_id
 
 
 def topology_from(settings: ServiceSettings) -> Topology:
@@ -100,6 +104,9 @@ class ServiceRuntime:
                 database_reachable=self.database_reachable,
                 max_attempts=settings.max_attempts,
                 max_message_bytes=settings.max_message_bytes,
+                batch_size=settings.consumer_batch_size,
+                concurrency=settings.consumer_concurrency,
+                lock_order=spec.lock_order,
                 trace_as_link=settings.trace_consumer_parent == "link",
             )
             if consume

@@ -66,6 +66,16 @@ class ServiceSettings(BaseSettings):
     )
     queue_type: Literal["quorum", "classic"] = "quorum"
     consumer_prefetch: int = Field(64, ge=1, le=10_000)
+    consumer_batch_size: int = Field(
+        32,
+        ge=1,
+        le=1000,
+        description="Most deliveries handled in one transaction: those already waiting when a batch starts, never "
+        "held back for company; 1 gives every message its own transaction.",
+    )
+    consumer_concurrency: int = Field(
+        4, ge=1, le=100, description="Batches (or single messages) handled at once, each on its own connection."
+    )
     delivery_limit: int = Field(
         20, ge=1, description="Redeliveries (crashes mid-message) before the broker dead-letters a message."
     )

@@ -179,8 +179,7 @@ def start_publish_span(
     )
 
 
-@contextmanager
-def consume_span(
+def start_consume_span(
     *,
     exchange: str,
     routing_key: str,
@@ -189,7 +188,7 @@ def consume_span(
     queue: str,
     headers: Mapping[str, Any] | None,
     as_link: bool,
-) -> Iterator[Span]:
+) -> Span:
     """The consumer's processing of one message: a child of the publish span, or a new trace linked to it."""
     producer_context = context_from(headers)
     if as_link:
@@ -206,10 +205,27 @@ def consume_span(
         order_id=order_id,
     )
     attributes["messaging.destination.subscription.name"] = queue
-    with _tracer.start_as_current_span(
+    return _tracer.start_span(
         f"process {routing_key}", context=parent, kind=SpanKind.CONSUMER, links=links, attributes=attributes
-    ) as span:
+    )
+
+
+@contextmanager
+def consume_span(**kwargs: Any) -> Iterator[Span]:
+    """`start_consume_span()` as the current span for the block, ended when the block ends."""
+    with trace.use_span(start_consume_span(**kwargs), end_on_exit=True) as span:
         yield span
+
+
+@contextmanager
+def only_span(span: Span) -> Iterator[None]:
+    """`span` as the current span in a fresh context: inside an `untraced()` batch, one message's handler is
+    traced again, under its own message's trace and nothing of the batch's context."""
+    token = otel_context.attach(trace.set_span_in_context(span, otel_context.Context()))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
 
 
 @contextmanager

@@ -18,6 +18,7 @@ from opentelemetry.trace import Link
 
 from saga_common.messages import Event
 from saga_common.outbox import PendingEvent
+from saga_common.tracing import tracing_enabled
 
 
 class UnitOfWork:
@@ -30,7 +31,10 @@ class UnitOfWork:
 
     def emit(self, event: Event, *, parent: otel_context.Context | None = None, links: Sequence[Link] = ()) -> None:
         """Queue an event for the outbox. `parent` overrides the current trace context (compensation
-        started by a new request still belongs to the saga's trace; `links` keeps the request reachable)."""
+        started by a new request still belongs to the saga's trace; `links` keeps the request reachable).
+        Without `parent`, the context current now: in a batch, the events are written after every handler ran."""
+        if parent is None and tracing_enabled():
+            parent = otel_context.get_current()
         self.events.append(PendingEvent(event, parent, links))
 
     def after_commit(self, callback: Callable[[], object]) -> None:

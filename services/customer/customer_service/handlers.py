@@ -48,3 +48,8 @@ HANDLERS: dict[str, Handler] = {
     OrderCreated.routing_key: on_order_created,
     OrderCancelled.routing_key: on_order_cancelled,
 }
+
+
+def lock_order(event: OrderCreated | OrderCancelled) -> int:
+    """Reserving and releasing credit lock the customer's row: a batch handles its messages in this order."""
+    return event.customer_id
