@@ -1,8 +1,8 @@
 """Batched handling against a real broker and database: many deliveries in one transaction, same guarantees.
 
 The messages are published before the consumer starts, so they are waiting when it does and its workers
-take them in batches. Rows written by one transaction share PostgreSQL's `now()`, which is how the tests
-see that batches happened.
+take them in batches. Rows written by one transaction share their `xmin` (the id of the transaction that
+wrote them), which is how the tests see that batches happened.
 """
 
 import asyncio
@@ -31,7 +31,7 @@ async def new_customers(conn: asyncpg.Connection, *balances: str) -> list[int]:
 
 async def inbox_transactions(conn: asyncpg.Connection) -> tuple[int, int]:
     """(messages recorded, transactions that recorded them)."""
-    return tuple(await conn.fetchrow("SELECT count(*), count(DISTINCT processed_at) FROM inbox"))
+    return tuple(await conn.fetchrow("SELECT count(*), count(DISTINCT xmin::text) FROM inbox"))
 
 
 async def test_waiting_messages_are_handled_in_batches_with_the_outcome_of_one_at_a_time(saga_env, runtimes):

@@ -106,6 +106,7 @@ class Consumer:
         self._consumer_tag: str | None = None
         self._waiting: deque[AbstractIncomingMessage] = deque()
         self._workers: set[asyncio.Task[None]] = set()
+        self._running = 0
         self._inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -148,23 +149,29 @@ class Consumer:
         self._inflight += 1
         self._idle.clear()
         self._waiting.append(message)
-        if len(self._workers) < self._concurrency:
+        if self._running < self._concurrency:
+            self._running += 1
             worker = asyncio.create_task(self._work(), name="consumer-worker")
-            self._workers.add(worker)
+            self._workers.add(worker)  # a reference, so the task is not collected while it runs
             worker.add_done_callback(self._workers.discard)
 
     async def _work(self) -> None:
         """Handle what is waiting, a batch at a time, until nothing is."""
-        while self._waiting:
-            taken = [self._waiting.popleft() for _ in range(min(len(self._waiting), self._batch_size))]
-            try:
-                await self._process_all(taken)
-            except Exception:
-                log.exception("unexpected failure handling %d messages", len(taken))
-            finally:
-                self._inflight -= len(taken)
-                if self._inflight == 0:
-                    self._idle.set()
+        try:
+            while self._waiting:
+                taken = [self._waiting.popleft() for _ in range(min(len(self._waiting), self._batch_size))]
+                try:
+                    await self._process_all(taken)
+                except Exception:
+                    log.exception("unexpected failure handling %d messages", len(taken))
+                finally:
+                    self._inflight -= len(taken)
+                    if self._inflight == 0:
+                        self._idle.set()
+        finally:
+            # Counted down with no await after the last look at the queue: a delivery arriving from now on
+            # starts a worker of its own, none is left waiting for a worker that is already leaving.
+            self._running -= 1
 
     async def _process_all(self, messages: list[AbstractIncomingMessage]) -> None:
         deliveries = [delivery for message in messages if (delivery := await self._decode(message)) is not None]

@@ -23,6 +23,7 @@ import asyncpg
 from asyncpg.pool import PoolAcquireContext
 from asyncpg.transaction import Transaction
 
+from saga_common.group_commit import GroupCommit
 from saga_common.outbox import write_events
 from saga_common.settings import ServiceSettings
 from saga_common.tracing import tracing_enabled, untraced
@@ -69,9 +70,13 @@ class ConnectionLost(ConnectionError):
 class Database:
     """A service's database: the pool, reads on a pooled connection, writes in a unit of work."""
 
-    def __init__(self, pool: asyncpg.Pool, *, exchange: str) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, *, exchange: str, group_commit_size: int = 1, group_commit_concurrency: int = 1
+    ) -> None:
         self.pool = pool
         self.exchange = exchange
+        # Writes of concurrent requests that may share a transaction go through `group.run()`.
+        self.group = GroupCommit(self, max_size=group_commit_size, concurrency=group_commit_concurrency)
         # Called after a commit that wrote events: the runtime wakes its own relay at once, without waiting
         # for PostgreSQL's NOTIFY to come back (which still wakes the relays of other processes).
         self.on_events_committed: Callable[[], None] | None = None

@@ -72,7 +72,12 @@ class ServiceRuntime:
         self.settings = settings
         self.spec = spec
         self.pool = create_pool(settings)
-        self.db = Database(self.pool, exchange=settings.exchange)
+        self.db = Database(
+            self.pool,
+            exchange=settings.exchange,
+            group_commit_size=settings.db_group_commit_size,
+            group_commit_concurrency=settings.db_group_commit_concurrency,
+        )
         self.topology = topology_from(settings)
         self.queues = self.topology.queues(spec.name)
         self.broker = Broker(

@@ -57,6 +57,16 @@ class ServiceSettings(BaseSettings):
         "4-8 per database, so a request beyond the pool waits for a connection rather than opening one.",
     )
     db_statement_timeout_ms: int = Field(5000, ge=0)
+    db_group_commit_size: int = Field(
+        32,
+        ge=1,
+        le=1000,
+        description="Most concurrent API writes (order creation) committed in one transaction: those already "
+        "waiting, never held back for company; 1 gives every request its own transaction.",
+    )
+    db_group_commit_concurrency: int = Field(
+        2, ge=1, le=100, description="Shared transactions of API writes running at once, each on its own connection."
+    )
 
     exchange: str = "saga.events"
     broker_topology: Literal["declare", "passive"] = Field(

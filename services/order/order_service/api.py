@@ -22,6 +22,7 @@ from saga_common.auth import OrdersCanceller, OrdersReader, OrdersWriter, Princi
 from saga_common.db import Database
 from saga_common.logs import current_order_id
 from saga_common.messages import OrderCancelled, OrderCreated
+from saga_common.unit_of_work import UnitOfWork
 from saga_common.web import DatabaseDep, Problem
 
 log = logging.getLogger(__name__)
@@ -63,39 +64,45 @@ async def create_order(
     if not principal.sees_customer(body.customer_id):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "this token may order only for its own customer")
     fingerprint = hashlib.sha256(body.fingerprint_source().encode()).hexdigest()
-    deadline_s: float = request.app.state.settings.deadline_s
-    async with db.unit_of_work() as uow:
+    deadline = timedelta(seconds=request.app.state.settings.deadline_s)
+    trace_parent = tracing.current_traceparent()
+
+    async def insert(uow: UnitOfWork) -> tuple[OrderRow | None, bool]:
+        """The order and its order.created, or the order an earlier request made with this key (replayed).
+        It may run twice (group commit, group_commit.py): only database work and emits in here."""
         row = await orders.insert_order(
-            uow.conn,
-            body,
-            idempotency_key=idempotency_key,
-            fingerprint=fingerprint,
-            trace_parent=tracing.current_traceparent(),
+            uow.conn, body, idempotency_key=idempotency_key, fingerprint=fingerprint, trace_parent=trace_parent
         )
         if row is None:
             assert idempotency_key is not None
-            row = await orders.get_by_idempotency_key(uow.conn, idempotency_key)
-            if row is None or row.request_fingerprint != fingerprint or not principal.sees_customer(row.customer_id):
-                raise HTTPException(
-                    status.HTTP_409_CONFLICT,
-                    "Idempotency-Key already used with a different request body; use a new key for a new order",
-                )
-            response.headers["Idempotent-Replayed"] = "true"
-        else:
-            current_order_id.set(row.id)
-            tracing.annotate(order_id=row.id, step="order.created")
-            log.info("order %s accepted: customer %s, %s", row.id, row.customer_id, row.total_price)
-            uow.emit(
-                OrderCreated(
-                    order_id=row.id,
-                    customer_id=row.customer_id,
-                    amount=row.total_price,
-                    product_id=row.product_id,
-                    quantity=row.quantity,
-                    deadline=row.created_at + timedelta(seconds=deadline_s),
-                )
+            return await orders.get_by_idempotency_key(uow.conn, idempotency_key), True
+        uow.emit(
+            OrderCreated(
+                order_id=row.id,
+                customer_id=row.customer_id,
+                amount=row.total_price,
+                product_id=row.product_id,
+                quantity=row.quantity,
+                deadline=row.created_at + deadline,
             )
-            uow.after_commit(metrics.SAGAS_STARTED.inc)
+        )
+        return row, False
+
+    # Concurrent requests share a transaction: one commit for many orders at load (saga_common.group_commit).
+    row, replayed = await db.group.run(insert)
+    if replayed:
+        if row is None or row.request_fingerprint != fingerprint or not principal.sees_customer(row.customer_id):
+            raise HTTPException(
+                status.HTTP_409_CONFLICT,
+                "Idempotency-Key already used with a different request body; use a new key for a new order",
+            )
+        response.headers["Idempotent-Replayed"] = "true"
+    else:
+        assert row is not None
+        current_order_id.set(row.id)
+        tracing.annotate(order_id=row.id, step="order.created")
+        log.info("order %s accepted: customer %s, %s", row.id, row.customer_id, row.total_price)
+        metrics.SAGAS_STARTED.inc()
     response.headers["Location"] = f"/orders/{row.id}"
     return orders.to_resource(row)
 
