@@ -44,4 +44,5 @@ def test_the_benchmark_runs_end_to_end_and_reports(tmp_path):
         cpu = scenario["cpu_ms_per_saga"]
         assert set(cpu) == {"order_service", "customer_service", "postgresql", "rabbitmq", "load_generator"}
         assert all(ms > 0 for ms in cpu.values()), cpu
+        assert scenario["cpu_processes"] == {"order_service": 1, "customer_service": 1, "postgresql": 1, "rabbitmq": 1}
     assert "postgres" in result.stdout and "rabbitmq" in result.stdout and "load gen" in result.stdout

@@ -90,6 +90,7 @@ class Result:
     # outcome: each service (replicas summed), postgresql (every process of the instance), rabbitmq (the
     # node or nodes used), load_generator (this process).
     cpu_ms_per_saga: dict[str, float] = field(default_factory=dict)
+    cpu_processes: dict[str, int] = field(default_factory=dict)  # process trees measured per group (rabbitmq: nodes)
     # What a POST without a token got from each service: 401 shows the scenario ran with authentication on.
     unauthenticated_status: dict[str, int] = field(default_factory=dict)
 
@@ -148,6 +149,7 @@ async def run_scenario(scenario: Scenario, duration_s: float, cluster_urls: str 
         rss_end = stack.rss_mib()
         result = _result(scenario, duration_s, run, finished, rss_start, rss_end)
         result.unauthenticated_status = refused
+        result.cpu_processes = {name: len(pids) for name, pids in meter.groups.items()}
         if result.completed:
             result.cpu_ms_per_saga = {
                 name: round((cpu_end[name] - cpu_start[name]) * 1000 / result.completed, 2) for name in cpu_start
