@@ -2,7 +2,10 @@
 
 A scenario gets its own two databases (on the machine's PostgreSQL), its own vhost on the three-node
 cluster, four TCP proxies (one per broker node, one to PostgreSQL) between the services and the
-infrastructure, customers written straight into its customer database, and the services as real processes.
+infrastructure, customers written straight into its customer database, and the services as real processes
+with authentication on, as in production: they trust a signing key of the scenario's own
+(`saga_tools.tokens.LocalIdentity`), the load sends a token minted once per scenario, and a request without
+one is checked to be refused (401) as soon as the services are up.
 
     run = env.scenario("kill -9 customer service")
     await run.start_load()
@@ -33,6 +36,7 @@ import contextlib
 import json
 import os
 import subprocess
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -43,12 +47,15 @@ from typing import Any
 
 import aio_pika
 import asyncpg
+import httpx
 
 from saga_common.topology import CUSTOMER_SERVICE, ORDER_SERVICE
+from saga_dev.load import LoadStats, OrderLoad
+from saga_dev.load_background import BackgroundLoad
 from saga_dev.localstack import POSTGRES_URL, Databases, ServiceProcess, unique_name
 from saga_dev.rabbit_cluster import RabbitCluster
 from saga_tools import invariants
-from tests.support.load import LoadGenerator, LoadStats
+from saga_tools.tokens import LocalIdentity
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.waiting import wait_until
 
@@ -64,6 +71,8 @@ DRAIN_TIMEOUT_S = 10
 GRACE_PERIOD_S = DRAIN_TIMEOUT_S + 10
 
 TERMINAL = ("fulfilled", "rejected", "cancelled")
+LOAD_SCOPES = ("orders:write", "orders:read", "orders:cancel")
+TOKEN_TTL_S = 3600  # longer than any scenario: the load's one token must not expire under it
 RICH_BALANCE = Decimal("100000.00")
 POOR_BALANCE = Decimal("40.00")
 
@@ -181,6 +190,8 @@ class ChaosEnvironment:
     databases: Databases
     broker_proxies: list[TcpProxy]
     db_proxy: TcpProxy
+    identity_dir: tempfile.TemporaryDirectory[str]
+    identity: LocalIdentity
     rich: list[int] = field(default_factory=list)
     poor: list[int] = field(default_factory=list)
     initial: dict[int, Decimal] = field(default_factory=dict)
@@ -197,7 +208,9 @@ class ChaosEnvironment:
         )
         proxies = [TcpProxy(node.amqp_port, name=f"amqp-{node.index}").start() for node in cluster.nodes]
         db_proxy = TcpProxy(int(POSTGRES_URL.rsplit(":", 1)[1]), name="postgres").start()
-        env = cls(cluster, vhost, databases, proxies, db_proxy)
+        identity_dir = tempfile.TemporaryDirectory(prefix="saga-chaos-idp-")
+        identity = LocalIdentity(Path(identity_dir.name))
+        env = cls(cluster, vhost, databases, proxies, db_proxy, identity_dir, identity)
         await env._seed_customers(rich=8, poor=4)
         return env
 
@@ -230,7 +243,7 @@ class ChaosEnvironment:
             "order_service",
             self.service_database_url(self.databases.order_url),
             self.broker_url(1),
-            extra_env=SERVICE_ENV,
+            extra_env=SERVICE_ENV | self.identity.service_env(),
         )
 
     def new_customer_service(self) -> ServiceProcess:
@@ -238,7 +251,7 @@ class ChaosEnvironment:
             "customer_service",
             self.service_database_url(self.databases.customer_url),
             self.broker_url(2),
-            extra_env=SERVICE_ENV,
+            extra_env=SERVICE_ENV | self.identity.service_env(),
         )
 
     async def start_services(self, replicas: int = 1) -> None:
@@ -249,6 +262,20 @@ class ChaosEnvironment:
         await asyncio.gather(
             *(asyncio.to_thread(p.start) for p in [*self.customers[1:], *self.orders]),
         )
+        await self.check_auth_is_on()
+
+    async def check_auth_is_on(self) -> None:
+        """A request without a token is refused by both services: the scenario runs with authentication on."""
+        body = {"customer_id": self.rich[0], "product_id": 1, "quantity": 1, "total_price": "1.00"}
+        async with httpx.AsyncClient(timeout=10) as http:
+            order = await http.post(f"{self.orders[0].base_url}/orders/", json=body)
+            customer = await http.post(f"{self.customers[0].base_url}/customers", json={"name": "x", "balance": "1"})
+        assert (order.status_code, customer.status_code) == (401, 401), (
+            f"an unauthenticated request got {order.status_code} (order) and {customer.status_code} (customer)"
+        )
+
+    def token(self) -> str:
+        return self.identity.token(LOAD_SCOPES, subject="chaos-load", ttl_s=TOKEN_TTL_S)
 
     async def restart(self, process: ServiceProcess) -> None:
         await asyncio.to_thread(process.start)
@@ -269,6 +296,7 @@ class ChaosEnvironment:
         await asyncio.to_thread(self.cluster.delete_vhost, self.vhost)
         with contextlib.suppress(Exception):
             await asyncio.to_thread(self.databases.drop)
+        self.identity_dir.cleanup()
 
     # Direct access (never through the proxies) for the checks.
 
@@ -357,7 +385,7 @@ class ScenarioRun:
         self.rate = rate
         self.expected_dead_letters = expected_dead_letters or {}
         self.allow_client_errors = allow_client_errors
-        self.load: LoadGenerator | None = None
+        self.load: BackgroundLoad | None = None
         self.started = time.monotonic()
         self.fault_start: float | None = None  # time.time()
         self.fault_end: float | None = None
@@ -369,14 +397,26 @@ class ScenarioRun:
         self.in_flight = 0
 
     async def start_load(self, seed_offset: int = 0) -> None:
-        self.load = LoadGenerator(
+        # Chaos settings: an Idempotency-Key per order (a lost answer can be found again), a connection per
+        # request (a graceful shutdown is judged on the requests it received, not on idle pooled
+        # connections it closes), 15% of orders for customers who soon cannot pay, 15% of the fulfilled
+        # ones cancelled (compensation under the faults too).
+        load = OrderLoad(
             self.env.order_urls,
-            order_database_url=self.env.databases.order_url,
-            rich_customers=self.env.rich,
+            self.env.rich,
+            token=self.env.token(),
             poor_customers=self.env.poor,
-            rate=self.rate,
+            poor_fraction=0.15,
+            idempotency_keys=True,
+            keep_alive=False,
+            connections=72,
+            max_in_flight=64,
+            request_timeout_s=5.0,
+            cancel_fraction=0.15,
+            order_database_url=self.env.databases.order_url,
             seed=SEED + seed_offset + hash(self.name) % 1000,
-        ).start()
+        )
+        self.load = BackgroundLoad(load, self.rate).start()
 
     async def steady(self, seconds: float) -> None:
         await asyncio.sleep(seconds)

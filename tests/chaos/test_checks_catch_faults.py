@@ -9,8 +9,8 @@ from decimal import Decimal
 import aio_pika
 
 from saga_common.topology import Topology
+from saga_dev.load import LoadStats, Placed
 from tests.chaos.harness import RETRY_DELAYS_MS, ChaosEnvironment
-from tests.support.load import LoadStats, Placed
 
 
 async def test_the_checks_report_a_lost_order_a_double_charge_and_leftovers(chaos: ChaosEnvironment) -> None:

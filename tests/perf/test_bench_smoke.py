@@ -1,5 +1,5 @@
-"""The benchmark's smoke run: `saga-bench` starts its stack, loads it, measures and reports (a few seconds;
-the figures themselves come from `make bench`, never from a timed test)."""
+"""The benchmark's smoke run: `saga-bench` starts its stack (authentication on), loads it, measures and reports
+(a few seconds; the figures themselves come from `make bench`, never from a timed test)."""
 
 import json
 import subprocess
@@ -38,3 +38,11 @@ def test_the_benchmark_runs_end_to_end_and_reports(tmp_path):
         assert scenario["sagas_per_s"] > 0
         assert 0 < scenario["saga_ms"]["p50"] <= scenario["saga_ms"]["p99"] <= scenario["saga_ms"]["max"]
         assert scenario["rss_mib_start"] and scenario["rss_mib_end"]
+        # Authentication was on: a POST without a token was refused, and the load's token was taken (no errors).
+        assert scenario["unauthenticated_status"] == {"order_service": 401, "customer_service": 401}
+        # CPU per saga of every process the saga runs on was found and measured.
+        cpu = scenario["cpu_ms_per_saga"]
+        assert set(cpu) == {"order_service", "customer_service", "postgresql", "rabbitmq", "load_generator"}
+        assert all(ms > 0 for ms in cpu.values()), cpu
+        assert scenario["cpu_processes"] == {"order_service": 1, "customer_service": 1, "postgresql": 1, "rabbitmq": 1}
+    assert "postgres" in result.stdout and "rabbitmq" in result.stdout and "load gen" in result.stdout

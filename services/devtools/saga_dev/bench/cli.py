@@ -3,6 +3,7 @@
 Each scenario starts its own stack (fresh databases, a vhost, the services as processes), sends its load,
 waits for every outcome and tears the stack down. The baseline runs first, in the same session, so the
 ratio compares figures measured under the same conditions (this machine is noisy: about 30% run to run).
+The services run with authentication on; the load generator sends one bearer token, minted per scenario.
 """
 
 from __future__ import annotations
@@ -17,19 +18,22 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from tabulate import tabulate
 
 from saga_dev.bench.baseline import run_baseline
-from saga_dev.bench.load import LoadRun, closed_loop, open_loop
+from saga_dev.bench.progress import Progress
 from saga_dev.bench.stack import BenchStack, outcomes
+from saga_dev.load import LoadStats, OrderLoad
 from saga_dev.localstack import SagaEnvironment
 from saga_dev.rabbit_cluster import RabbitCluster
 
-PRICE = "1.00"
+PRICE = Decimal("1.00")
 CUSTOMERS = 100
+OUTCOME_TIMEOUT_S = 120
 
 
 @dataclass(frozen=True)
@@ -82,8 +86,13 @@ class Result:
     outcomes: dict[str, int]
     rss_mib_start: dict[str, float] = field(default_factory=dict)
     rss_mib_end: dict[str, float] = field(default_factory=dict)
-    # CPU (user + system) of each service over the load and until its last saga finished, per finished saga.
+    # CPU (user + system) per finished saga of each process (group), from the end of the warm-up to the last
+    # outcome: each service (replicas summed), postgresql (every process of the instance), rabbitmq (the
+    # node or nodes used), load_generator (this process).
     cpu_ms_per_saga: dict[str, float] = field(default_factory=dict)
+    cpu_processes: dict[str, int] = field(default_factory=dict)  # process trees measured per group (rabbitmq: nodes)
+    # What a POST without a token got from each service: 401 shows the scenario ran with authentication on.
+    unauthenticated_status: dict[str, int] = field(default_factory=dict)
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -119,38 +128,31 @@ async def run_scenario(scenario: Scenario, duration_s: float, cluster_urls: str 
     )
     await asyncio.to_thread(stack.start)
     try:
+        refused = await asyncio.to_thread(stack.unauthenticated_status)
         customers = await asyncio.to_thread(stack.create_customers, 1 if scenario.hotspot else CUSTOMERS)
-        await _warm_up(stack.order_urls, customers)
+        # One token for the scenario, minted before the load (not per request), valid well past its end.
+        token = stack.token(ttl_s=duration_s + OUTCOME_TIMEOUT_S + 600)
+        await _warm_up(stack.order_urls, customers, token)
+        meter = await stack.cpu_meter()
         rss_start = stack.rss_mib()
-        cpu_start = stack.cpu_s()
-        label = scenario.name
+        cpu_start = meter.sample()
+        load = OrderLoad(stack.order_urls, customers, token=token, price=PRICE)
+        progress = Progress(scenario.name, duration_s)
         if scenario.mode == "open":
-            run = await open_loop(
-                stack.order_urls,
-                rate=scenario.load,
-                duration_s=duration_s,
-                customers=customers,
-                price=PRICE,
-                label=label,
-            )
+            run = await load.open_loop(scenario.load, duration_s=duration_s, progress=progress)
         else:
-            run = await closed_loop(
-                stack.order_urls,
-                concurrency=int(scenario.load),
-                duration_s=duration_s,
-                customers=customers,
-                price=PRICE,
-                label=label,
-            )
+            run = await load.closed_loop(int(scenario.load), duration_s=duration_s, progress=progress)
+        progress.done()
         assert stack.env is not None
-        finished = await outcomes(stack.env.databases.order_url, [s.order_id for s in run.accepted], timeout_s=120)
-        cpu_end = stack.cpu_s()
+        finished = await outcomes(stack.env.databases.order_url, list(run.accepted), timeout_s=OUTCOME_TIMEOUT_S)
+        cpu_end = meter.sample()
         rss_end = stack.rss_mib()
         result = _result(scenario, duration_s, run, finished, rss_start, rss_end)
+        result.unauthenticated_status = refused
+        result.cpu_processes = {name: len(pids) for name, pids in meter.groups.items()}
         if result.completed:
             result.cpu_ms_per_saga = {
-                service: round((cpu_end[service] - cpu_start[service]) * 1000 / result.completed, 2)
-                for service in cpu_start
+                name: round((cpu_end[name] - cpu_start[name]) * 1000 / result.completed, 2) for name in cpu_start
             }
         return result
     finally:
@@ -159,26 +161,26 @@ async def run_scenario(scenario: Scenario, duration_s: float, cluster_urls: str 
             receiver.stop()
 
 
-async def _warm_up(order_urls: list[str], customers: list[int]) -> None:
+async def _warm_up(order_urls: list[str], customers: list[int], token: str) -> None:
     """A few sagas first, so connection pools, prepared statements and code paths are warm."""
-    await closed_loop(order_urls, concurrency=8, duration_s=1.5, customers=customers, price=PRICE, label="warm-up")
+    await OrderLoad(order_urls, customers, token=token, price=PRICE).closed_loop(8, duration_s=1.5)
 
 
 def _result(
     scenario: Scenario,
     duration_s: float,
-    run: LoadRun,
+    run: LoadStats,
     finished: dict[int, tuple[str, float]],
     rss_start: dict[str, float],
     rss_end: dict[str, float],
 ) -> Result:
     latencies, counts = [], {}
     last_done = run.started
-    for sent in run.accepted:
-        status, done_at = finished.get(sent.order_id or 0, ("missing", 0.0))
+    for placed in run.accepted.values():
+        status, done_at = finished.get(placed.order_id, ("missing", 0.0))
         counts[status] = counts.get(status, 0) + 1
         if status in ("fulfilled", "rejected", "cancelled") and done_at:
-            latencies.append(max(0.0, done_at - sent.sent_at))
+            latencies.append(max(0.0, done_at - placed.sent_at))
             last_done = max(last_done, done_at)
     completed = len(latencies)
     # Sustained rate: completions over the time from the first POST to the last outcome recorded.
@@ -194,8 +196,8 @@ def _result(
         completed=completed,
         sagas_per_s=round(completed / span, 1),
         saga_ms=percentiles(latencies),
-        http_ms=percentiles([s.http_s for s in run.sent]),
-        errors=run.errors,
+        http_ms=percentiles(run.http_s),
+        errors=dict(run.errors),
         outcomes=counts,
         rss_mib_start=rss_start,
         rss_mib_end=rss_end,
@@ -228,6 +230,16 @@ async def run_baseline_scenario(duration_s: float) -> dict[str, float]:
         await asyncio.to_thread(env.destroy)
 
 
+# The processes whose CPU is measured, and their column in the table.
+CPU_COLUMNS = {
+    "order_service": "CPU ms/saga order",
+    "customer_service": "customer",
+    "postgresql": "postgres",
+    "rabbitmq": "rabbitmq",
+    "load_generator": "load gen",
+}
+
+
 def print_report(baseline: dict[str, float] | None, results: list[Result]) -> None:
     limit = baseline["sagas_per_s"] if baseline else None
     if baseline:
@@ -251,11 +263,14 @@ def print_report(baseline: dict[str, float] | None, results: list[Result]) -> No
                 r.http_ms["p99"],
                 sum(r.errors.values()),
                 f"{r.outcomes.get('fulfilled', 0)}/{r.outcomes.get('rejected', 0)}/{r.accepted - r.completed}",
+                *(r.cpu_ms_per_saga.get(name, "-") for name in CPU_COLUMNS),
+                round(sum(r.cpu_ms_per_saga.values()), 2) if r.cpu_ms_per_saga else "-",
             ]
         )
     headers = [
         "scenario", "load", "replicas", "sagas/s", "of limit", "saga p50 ms", "p95", "p99", "max",
         "http p50 ms", "p99", "errors", "fulfilled/rejected/unfinished",
+        *CPU_COLUMNS.values(), "CPU total",
     ]  # fmt: skip
     print(tabulate(rows, headers=headers))
     for r in results:
@@ -265,9 +280,7 @@ def print_report(baseline: dict[str, float] | None, results: list[Result]) -> No
                 f"{name} {r.rss_mib_start[name]:.0f}->{r.rss_mib_end.get(name, 0):.0f}" for name in r.rss_mib_start
             )
             print(f"{r.scenario}: RSS MiB {start:.0f} -> {end:.0f} ({per_process})")
-        if r.cpu_ms_per_saga:
-            cpu = ", ".join(f"{service} {ms:.2f} ms" for service, ms in r.cpu_ms_per_saga.items())
-            print(f"{r.scenario}: CPU per saga: {cpu}")
+    print("CPU: ms of CPU (user + system) per finished saga, from the end of the warm-up to the last outcome")
 
 
 def machine() -> dict[str, Any]:

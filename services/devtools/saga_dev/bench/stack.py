@@ -1,9 +1,14 @@
-"""A benchmark stack: fresh databases and vhost, N replicas of each service as processes, demo customers."""
+"""A benchmark stack: fresh databases and vhost, N replicas of each service as processes, demo customers.
+
+Authentication is on, as in production: the services trust a signing key of the stack's own
+(`saga_tools.tokens.LocalIdentity`, in a temporary directory that lives as long as the stack), and the load
+generator sends a token minted with it.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -12,12 +17,15 @@ from pathlib import Path
 import asyncpg
 import httpx
 
+from saga_dev.bench import cpu
 from saga_dev.localstack import SagaEnvironment, ServiceProcess
+from saga_tools.tokens import LocalIdentity
 
 # The services run as they would in production, except for INFO logs (a JSON line per saga step, which
 # costs about 10% of the throughput here): WARNING keeps the figures about the saga, not the log volume.
 SERVICE_ENV = {"SAGA_LOG_LEVEL": "WARNING", "SAGA_DEADLINE_S": "120"}
 RICH_BALANCE = Decimal("1000000000.00")
+LOAD_SCOPES = ("orders:write", "orders:read")
 
 
 @dataclass
@@ -28,11 +36,15 @@ class BenchStack:
     env: SagaEnvironment | None = None
     orders: list[ServiceProcess] = field(default_factory=list)
     customers: list[ServiceProcess] = field(default_factory=list)
+    identity: LocalIdentity | None = None
+    _identity_dir: tempfile.TemporaryDirectory[str] | None = None
 
     def start(self) -> BenchStack:
+        self._identity_dir = tempfile.TemporaryDirectory(prefix="saga-bench-idp-")
+        self.identity = LocalIdentity(Path(self._identity_dir.name))
         self.env = SagaEnvironment.create()
         broker = self.broker_urls or self.env.broker_url
-        service_env = SERVICE_ENV | self.extra_env
+        service_env = SERVICE_ENV | self.identity.service_env() | self.extra_env
         for _ in range(self.replicas):
             self.customers.append(
                 ServiceProcess("customer_service", self.env.databases.customer_url, broker, extra_env=service_env)
@@ -54,14 +66,31 @@ class BenchStack:
                 process.kill()
         if self.env is not None:
             self.env.destroy()
+        if self._identity_dir is not None:
+            self._identity_dir.cleanup()
 
     @property
     def order_urls(self) -> list[str]:
         return [process.base_url for process in self.orders]
 
-    def create_customers(self, count: int) -> list[int]:
-        ids = []
+    def token(self, ttl_s: float) -> str:
+        """The load generator's one token: minted once, valid for `ttl_s`."""
+        assert self.identity is not None
+        return self.identity.token(LOAD_SCOPES, subject="saga-bench", ttl_s=ttl_s)
+
+    def unauthenticated_status(self) -> dict[str, int]:
+        """What each service answers a POST without a token (401 when authentication is on)."""
+        body = {"customer_id": 1, "product_id": 1, "quantity": 1, "total_price": "1.00"}
         with httpx.Client(timeout=10) as http:
+            order = http.post(f"{self.orders[0].base_url}/orders/", json=body)
+            customer = http.post(f"{self.customers[0].base_url}/customers", json={"name": "x", "balance": "1"})
+        return {"order_service": order.status_code, "customer_service": customer.status_code}
+
+    def create_customers(self, count: int) -> list[int]:
+        assert self.identity is not None
+        ids = []
+        headers = self.identity.headers(["customers:write"])
+        with httpx.Client(timeout=10, headers=headers) as http:
             for n in range(count):
                 response = http.post(
                     f"{self.customers[0].base_url}/customers", json={"name": f"bench {n}", "balance": str(RICH_BALANCE)}
@@ -73,12 +102,23 @@ class BenchStack:
     def rss_mib(self) -> dict[str, float]:
         return {f"{p.module}:{p.port}": _rss_mib(p) for p in [*self.orders, *self.customers]}
 
-    def cpu_s(self) -> dict[str, float]:
-        """CPU seconds (user + system) each service has used so far, replicas summed, from /proc."""
-        used: dict[str, float] = {}
+    async def cpu_meter(self) -> cpu.CpuMeter:
+        """Every process of the scenario: the services (replicas summed), PostgreSQL (the postmaster, found as
+        the parent of a backend of ours, and all its children), the broker node(s) the services use."""
+        assert self.env is not None
+        conn = await asyncpg.connect(self.env.databases.order_url)
+        try:  # read while connected: the backend exits with its connection
+            postmaster = cpu.parent_of(await conn.fetchval("SELECT pg_backend_pid()"))
+        finally:
+            await conn.close()
+        brokers = cpu.broker_pids((self.broker_urls or self.env.broker_url).split(","))
+        if postmaster is None or not brokers:
+            raise RuntimeError(f"cannot find the processes to measure: postmaster {postmaster}, brokers {brokers}")
+        groups: dict[str, list[int]] = {}
         for process in [*self.orders, *self.customers]:
-            used[process.module] = used.get(process.module, 0.0) + _cpu_s(process)
-        return used
+            assert process.process is not None
+            groups.setdefault(process.module, []).append(process.process.pid)
+        return cpu.CpuMeter(groups | {"postgresql": [postmaster], "rabbitmq": brokers})
 
 
 def _rss_mib(process: ServiceProcess) -> float:
@@ -87,13 +127,6 @@ def _rss_mib(process: ServiceProcess) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
-
-
-def _cpu_s(process: ServiceProcess) -> float:
-    assert process.process is not None
-    # Fields 14 and 15 of /proc/PID/stat, after the parenthesised command name: utime and stime, in ticks.
-    fields = Path(f"/proc/{process.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def outcomes(order_database_url: str, order_ids: list[int], timeout_s: float) -> dict[int, tuple[str, float]]:
