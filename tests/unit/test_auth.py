@@ -1,6 +1,8 @@
 """Authentication settings and the JWKS cache, without a service around them."""
 
+import asyncio
 import json
+import time
 
 import pytest
 from pydantic import ValidationError
@@ -187,3 +189,45 @@ async def test_a_pem_certificate_serves_as_the_key_set(tmp_path):
     token = tokens.mint(tokens.ensure_key(key_file), subject="t", scopes=["orders:read"], issuer="saga-dev")
     principal = await Authenticator(settings).principal(token)
     assert principal.scopes == {"orders:read"}
+
+
+async def test_a_verified_token_is_remembered_until_it_expires_or_the_cache_time_passes(tmp_path, monkeypatch):
+    path = tmp_path / "jwks.json"
+    key = auth.rsa_key()
+    write_jwks(path, (key, "a"))
+    settings = OrderSettings(
+        auth_enabled=True,
+        auth_issuer=auth.ISSUER,
+        auth_jwks_url=path.as_uri(),
+        auth_token_cache_s=0.5,
+        auth_leeway_s=0,
+    )
+    authenticator = Authenticator(settings)
+    verifications = []
+    real_verify = authenticator._verify
+
+    async def counted(token):
+        verifications.append(token)
+        return await real_verify(token)
+
+    monkeypatch.setattr(authenticator, "_verify", counted)
+    token = auth.sign(key, "a", scope="orders:read")
+    first = await authenticator.principal(token)
+    assert await authenticator.principal(token) == first
+    assert len(verifications) == 1
+    await asyncio.sleep(0.6)  # past the cache time: verified again
+    assert await authenticator.principal(token) == first
+    assert len(verifications) == 2
+    # A refused token is never remembered.
+    wrong = auth.sign(auth.rsa_key(), "a", scope="orders:read")
+    for _ in range(2):
+        with pytest.raises(AuthError):
+            await authenticator.principal(wrong)
+    assert len(verifications) == 4
+    # Never past its own expiry, however long the cache time.
+    authenticator._settings = settings.model_copy(update={"auth_token_cache_s": 3600})
+    short = auth.sign(key, "a", scope="orders:read", exp=int(time.time()) + 1)
+    await authenticator.principal(short)
+    await asyncio.sleep(max(0.0, int(time.time()) + 1.05 - time.time()))
+    with pytest.raises(AuthError, match="expired"):
+        await authenticator.principal(short)

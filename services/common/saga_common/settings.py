@@ -131,6 +131,12 @@ class ServiceSettings(BaseSettings):
     )
     auth_operator_scope: str = Field("saga:operator", min_length=1, description="The scope that reads everything.")
     auth_jwks_cache_s: float = Field(300.0, gt=0, description="How long fetched keys are trusted before a refetch.")
+    auth_token_cache_s: float = Field(
+        60.0,
+        ge=0,
+        le=3600,
+        description="How long a verified token is remembered (never past its expiry); 0 verifies every request.",
+    )
     auth_jwks_min_refresh_s: float = Field(
         10.0, ge=0, description="At most one refetch per this many seconds for a token signed by an unknown key."
     )

@@ -107,14 +107,16 @@ def percentiles(values: list[float]) -> dict[str, float]:
     return {"p50": rounded(cut[49]), "p95": rounded(cut[94]), "p99": rounded(cut[98]), "max": rounded(ordered[-1])}
 
 
-async def run_scenario(scenario: Scenario, duration_s: float, cluster_urls: str | None) -> Result:
-    extra_env: dict[str, str] = {}
+async def run_scenario(
+    scenario: Scenario, duration_s: float, cluster_urls: str | None, settings: dict[str, str] | None = None
+) -> Result:
+    extra_env: dict[str, str] = dict(settings or {})
     receiver = None
     if scenario.tracing:
         from saga_dev.bench.otlp_sink import OtlpSink
 
         receiver = OtlpSink().start()
-        extra_env = {
+        extra_env |= {
             "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
             "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
             # Every span exported, none dropped: the cost measured is the whole cost.
@@ -307,7 +309,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--baseline-duration", type=float, default=20.0, help="seconds of the baseline")
     parser.add_argument("--no-baseline", action="store_true", help="skip the machine's-limit baseline")
     parser.add_argument("--out", type=Path, default=Path("bench-results"), help="directory for the JSON results")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SAGA_NAME=VALUE",
+        help="a service setting for every scenario, e.g. --set SAGA_CONSUMER_BATCH_SIZE=1 (repeatable)",
+    )
     args = parser.parse_args(argv)
+    args.settings = {}
+    for item in args.set:
+        name, equals, value = item.partition("=")
+        if not equals or not name.startswith("SAGA_"):
+            parser.error(f"--set takes SAGA_NAME=VALUE, not {item!r}")
+        args.settings[name] = value
     chosen = [s for s in SCENARIOS if s.name in args.scenarios.split(",")]
     unknown = set(args.scenarios.split(",")) - set(names)
     if unknown:
@@ -317,7 +332,15 @@ def main(argv: list[str] | None = None) -> None:
     path = args.out / f"bench-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     baseline, finished = results
     path.write_text(
-        json.dumps({"machine": machine(), "baseline": baseline, "results": [asdict(r) for r in finished]}, indent=2)
+        json.dumps(
+            {
+                "machine": machine(),
+                "settings": args.settings,
+                "baseline": baseline,
+                "results": [asdict(r) for r in finished],
+            },
+            indent=2,
+        )
     )
     print_report(baseline, finished)
     print(f"\nresults: {path}")
@@ -336,7 +359,7 @@ async def _run_all(chosen: list[Scenario], args: argparse.Namespace) -> tuple[di
             duration = args.soak_duration if scenario.soak else args.duration
             print(f"- {scenario.name}: {scenario.description} ({duration:.0f}s)", file=sys.stderr)
             started = time.monotonic()
-            results.append(await run_scenario(scenario, duration, cluster_urls))
+            results.append(await run_scenario(scenario, duration, cluster_urls, args.settings))
             print(f"  done in {time.monotonic() - started:.0f}s: {results[-1].sagas_per_s} sagas/s", file=sys.stderr)
     finally:
         if cluster is not None:
