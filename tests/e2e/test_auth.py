@@ -35,7 +35,7 @@ def idp() -> Iterator[tuple[auth.JwksServer, object]]:
 @pytest.fixture(scope="module")
 def services(saga_env_module: SagaEnvironment, idp) -> Iterator[tuple[ServiceProcess, ServiceProcess]]:
     server, _ = idp
-    with both_services(saga_env_module, server.service_env(SAGA_AUTH_JWKS_MIN_REFRESH_S="1")) as services:
+    with both_services(saga_env_module, server.service_env(SAGA_AUTH_JWKS_MIN_REFRESH_S="1", SAGA_AUTH_TOKEN_CACHE_S="1")) as services:
         yield services
 
 
@@ -288,7 +288,8 @@ async def test_keys_rotate_without_a_restart_and_unknown_keys_cannot_flood_the_p
     elapsed = time.monotonic() - started
     assert server.fetches - before <= elapsed / 1.0 + 2, (server.fetches - before, elapsed)
 
-    # The old key retired: once the provider stops publishing it, its tokens stop working.
+    # The old key retired: once the provider stops publishing it, its tokens stop working (a token verified
+    # before is remembered for SAGA_AUTH_TOKEN_CACHE_S, 1 s here).
     server.publish((new_key, new_kid))
     old = auth.bearer(auth.sign(old_key, KID, scope=ORDERS_READ))
     unknown = auth.bearer(auth.sign(auth.ec_key(), "trigger-refresh", scope=ORDERS_READ))
