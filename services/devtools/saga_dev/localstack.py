@@ -220,8 +220,14 @@ class SagaEnvironment:
     @classmethod
     def create(cls, templates: DatabaseTemplates | None = None) -> SagaEnvironment:
         """Databases copied from `templates` (the tests), or migrated here (one environment: bench, make run)."""
-        databases = templates.copy() if templates else Databases.fresh().create()
-        return cls(databases, Vhost(unique_name("saga-test")).create())
+        with ThreadPoolExecutor(1) as pool:  # the broker makes the vhost while PostgreSQL copies
+            vhost = pool.submit(Vhost(unique_name("saga-test")).create)
+            try:
+                databases = templates.copy() if templates else Databases.fresh().create()
+            except BaseException:
+                vhost.result().delete()
+                raise
+            return cls(databases, vhost.result())
 
     def destroy(self) -> None:
         self.vhost.delete()
