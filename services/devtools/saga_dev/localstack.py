@@ -172,7 +172,10 @@ def _alive(pid: int) -> bool:
 @dataclass
 class DatabaseTemplates:
     """Both services' databases migrated once by the real Alembic histories; each environment's databases are
-    then copies (CREATE DATABASE ... TEMPLATE: tens of milliseconds, where two Alembic runs take a second)."""
+    then copies (CREATE DATABASE ... TEMPLATE: tens of milliseconds, where two Alembic runs take a second).
+
+    `upgrade` alone grants nothing to any role (`migrate` does that, for the role its settings name), so the
+    copies hold no grant to a cluster-wide role; the tests of roles run `migrate` on databases of their own."""
 
     databases: Databases
 
