@@ -139,7 +139,7 @@ class Databases:
         return self.order_url.rsplit("/", 1)[1], self.customer_url.rsplit("/", 1)[1]
 
 
-def _admin(*statements: str) -> list[list[tuple[object, ...]]]:
+def postgres_admin(*statements: str) -> list[list[tuple[object, ...]]]:
     """Run statements on the server's `postgres` database (in a thread: the caller may be on an event loop)."""
 
     async def run() -> list[list[tuple[object, ...]]]:
@@ -155,8 +155,8 @@ def _admin(*statements: str) -> list[list[tuple[object, ...]]]:
 
 # sagatpl_<host>_<pid>_<random>_{orders,customers}: the host and pid tell whether a template's session is over.
 TEMPLATE_PREFIX = "sagatpl"
-_HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]
-_TEMPLATE_NAME = re.compile(rf"^{TEMPLATE_PREFIX}_{_HOST}_(\d+)_[0-9a-f]{{10}}_(orders|customers)$")
+TEMPLATE_HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]
+_TEMPLATE_NAME = re.compile(rf"^{TEMPLATE_PREFIX}_{TEMPLATE_HOST}_(\d+)_[0-9a-f]{{10}}_(orders|customers)$")
 
 
 def _alive(pid: int) -> bool:
@@ -182,14 +182,14 @@ class DatabaseTemplates:
     @classmethod
     def build(cls) -> DatabaseTemplates:
         drop_stale_templates()
-        templates = cls(Databases.fresh(f"{TEMPLATE_PREFIX}_{_HOST}_{os.getpid()}").create())
+        templates = cls(Databases.fresh(f"{TEMPLATE_PREFIX}_{TEMPLATE_HOST}_{os.getpid()}").create())
         # CREATE DATABASE ... TEMPLATE fails while anyone is connected to the template: let nobody connect.
-        _admin(*(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false' for name in templates.databases.names()))
+        postgres_admin(*(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false' for name in templates.databases.names()))
         return templates
 
     def copy(self, prefix: str = "sagatest") -> Databases:
         copy = Databases.fresh(prefix)
-        _admin(
+        postgres_admin(
             *(
                 f'CREATE DATABASE "{name}" TEMPLATE "{template}"'
                 for name, template in zip(copy.names(), self.databases.names(), strict=True)
@@ -203,10 +203,10 @@ class DatabaseTemplates:
 
 def drop_stale_templates() -> None:
     """Templates of this machine's test sessions that ended without dropping them (killed, crashed)."""
-    (rows,) = _admin(f"SELECT datname FROM pg_database WHERE datname LIKE '{TEMPLATE_PREFIX}\\_%'")
+    (rows,) = postgres_admin(f"SELECT datname FROM pg_database WHERE datname LIKE '{TEMPLATE_PREFIX}\\_%'")
     stale = [name for (name,) in rows if (m := _TEMPLATE_NAME.match(str(name))) and not _alive(int(m[1]))]
     if stale:
-        _admin(*(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)' for name in stale))
+        postgres_admin(*(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)' for name in stale))
 
 
 @dataclass
