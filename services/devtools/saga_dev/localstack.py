@@ -222,7 +222,7 @@ class SagaEnvironment:
 
     @classmethod
     def create(cls, templates: DatabaseTemplates | None = None) -> SagaEnvironment:
-        """Databases copied from `templates` (the tests), or migrated here (one environment: bench, make run)."""
+        """Databases copied from `templates` (the tests), or migrated here (the benchmark, the API fuzzing)."""
         with ThreadPoolExecutor(1) as pool:  # the broker makes the vhost while PostgreSQL copies
             vhost = pool.submit(Vhost(unique_name("saga-test")).create)
             try:
