@@ -1,44 +1,100 @@
-"""Fixtures shared by every tier: a throwaway environment (databases + vhost) per test or per module."""
+"""Fixtures shared by every tier: a throwaway environment (databases + vhost) per test or per module, and each
+tier's time limit."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
 
-from saga_dev.localstack import SagaEnvironment
+from saga_dev.localstack import Databases, DatabaseTemplates, SagaEnvironment
 from tests.support.otlp import OtlpReceiver
 
-TIERS = {"unit", "integration", "e2e", "observability", "chart", "images", "compose", "chaos", "perf"}
+# Seconds a test of the tier may take, setup and teardown included (a module's first test also starts the
+# module's fixtures), so a hang fails in a minute or two instead of at the global 300 s. Several times the
+# slowest test measured on the 2-core machine (docs/testing.md), and above the longest wait a test makes of
+# its own, so that wait fails first, with its message. A test or module with a timeout mark keeps its own.
+TIER_TIMEOUTS = {
+    "unit": 30,  # slowest 0.15 s
+    "integration": 60,  # slowest 4.2 s
+    "e2e": 120,  # slowest 8 s; 100 concurrent orders wait up to 60 s for their outcomes
+    "observability": 90,  # slowest 10 s (a real Prometheus scraping both services)
+    "chart": 60,  # slowest 11 s (the helm-test hook against a stand-in API)
+    "perf": 120,  # the one smoke run, 23 s
+    # Not re-measured; every images module and the chaos scenarios carry marks of their own.
+    "chaos": 300,
+    "images": 900,
+    "compose": 300,
+}
+TIERS = set(TIER_TIMEOUTS)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A test's tier is its folder: tests/<tier>/... gets the marker <tier>."""
+    """A test's tier is its folder: tests/<tier>/... gets the marker <tier>, and the tier's time limit."""
     root = Path(__file__).parent
     for item in items:
         tier = item.path.relative_to(root).parts[0]
         if tier in TIERS:
             item.add_marker(getattr(pytest.mark, tier))
+            if item.get_closest_marker("timeout") is None:
+                item.add_marker(pytest.mark.timeout(TIER_TIMEOUTS[tier]))
+
+
+@pytest.fixture(scope="session")
+def database_templates() -> Iterator[DatabaseTemplates]:
+    """The migrations run once per session; every environment's databases are copies of these templates."""
+    templates = DatabaseTemplates.build()
+    try:
+        yield templates
+    finally:
+        templates.drop()
+
+
+Later = Callable[[Callable[[], None]], None]
+
+
+@pytest.fixture(scope="session")
+def later() -> Iterator[Later]:
+    """Environments are dropped on a thread of their own while the next test runs (their names are unique, so
+    nothing waits for them); the session waits for the last one and fails if any drop failed."""
+    pool = ThreadPoolExecutor(1, thread_name_prefix="saga-teardown")
+    done: list[Future[None]] = []
+    yield lambda work: done.append(pool.submit(work))
+    pool.shutdown(wait=True)
+    failures = [error for future in done if (error := future.exception()) is not None]
+    if failures:
+        raise failures[0]
 
 
 @pytest.fixture
-def saga_env() -> Iterator[SagaEnvironment]:
-    env = SagaEnvironment.create()
+def saga_env(database_templates: DatabaseTemplates, later: Later) -> Iterator[SagaEnvironment]:
+    env = SagaEnvironment.create(database_templates)
     try:
         yield env
     finally:
-        env.destroy()
+        later(env.destroy)
 
 
 @pytest.fixture(scope="module")
-def saga_env_module() -> Iterator[SagaEnvironment]:
-    env = SagaEnvironment.create()
+def saga_env_module(database_templates: DatabaseTemplates, later: Later) -> Iterator[SagaEnvironment]:
+    env = SagaEnvironment.create(database_templates)
     try:
         yield env
     finally:
-        env.destroy()
+        later(env.destroy)
+
+
+@pytest.fixture(scope="module")
+def migrated_databases() -> Iterator[Databases]:
+    """Databases built by the real Alembic runs, not copied from the templates: for tests of the migrations."""
+    databases = Databases.fresh().create()
+    try:
+        yield databases
+    finally:
+        databases.drop()
 
 
 @pytest.fixture

@@ -19,8 +19,8 @@ SERVICES = {"order-service": order_service.models.Base, "customer-service": cust
 
 
 @pytest.mark.parametrize(("service", "base"), SERVICES.items())
-async def test_the_migrations_build_exactly_the_models(saga_env, service, base):
-    url = saga_env.databases.order_url if service == "order-service" else saga_env.databases.customer_url
+async def test_the_migrations_build_exactly_the_models(migrated_databases, service, base):
+    url = migrated_databases.order_url if service == "order-service" else migrated_databases.customer_url
     engine = migration_engine(url)
 
     def compare(conn):
@@ -34,10 +34,10 @@ async def test_the_migrations_build_exactly_the_models(saga_env, service, base):
     assert differences == [], f"{service}: models and migrations differ: {differences}"
 
 
-async def test_migrate_check_tells_whether_every_migration_is_applied(saga_env):
+async def test_migrate_check_tells_whether_every_migration_is_applied(migrated_databases):
     command = [str(Path(sys.executable).parent / "order-service"), "migrate", "--check"]
     migrated = await asyncio.to_thread(
-        subprocess.run, command, env={"DATABASE_URL": saga_env.databases.order_url}, capture_output=True, text=True
+        subprocess.run, command, env={"DATABASE_URL": migrated_databases.order_url}, capture_output=True, text=True
     )
     assert migrated.returncode == 0, migrated.stderr
     assert "latest revision" in migrated.stdout

@@ -2,14 +2,19 @@
 and the services as real processes (started, probed, signalled, restarted).
 
 Nothing here touches names it did not create, so leftovers on the machine never change a result. Needs a
-PostgreSQL that lets the configured user create databases, and `rabbitmqctl` for vhosts (the machine's
-RabbitMQ); the URLs come from SAGA_TEST_POSTGRES_URL and SAGA_TEST_RABBITMQ_URL.
+PostgreSQL that lets the configured user create databases, and the machine's RabbitMQ: vhosts go through its
+management HTTP API when the plugin answers (milliseconds), else through `rabbitmqctl` (it boots an Erlang VM
+per call, about a second). The URLs come from SAGA_TEST_POSTGRES_URL, SAGA_TEST_RABBITMQ_URL and
+SAGA_TEST_RABBITMQ_API_URL.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -21,8 +26,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import import_module
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
+import asyncpg
 import httpx
 
 from saga_common.db import drop_database, ensure_database
@@ -31,6 +37,7 @@ from saga_common.migrations import upgrade
 POSTGRES_URL = os.environ.get("SAGA_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
 RABBITMQ_URL = os.environ.get("SAGA_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672")
 RABBITMQ_USER = os.environ.get("SAGA_TEST_RABBITMQ_USER", "guest")
+RABBITMQ_API_URL = os.environ.get("SAGA_TEST_RABBITMQ_API_URL", "http://127.0.0.1:15672/api")
 
 
 def migrations_of(package: str) -> Path:
@@ -55,6 +62,24 @@ def rabbitmqctl(*args: str, node: str | None = None) -> str:
     return result.stdout
 
 
+def _management_api(method: str, path: str, **kwargs: object) -> httpx.Response:
+    parts = urlsplit(RABBITMQ_URL)
+    auth = (parts.username or "guest", parts.password or "guest")
+    response = httpx.request(method, f"{RABBITMQ_API_URL}/{path}", auth=auth, timeout=30, **kwargs)  # type: ignore[arg-type]
+    response.raise_for_status()
+    return response
+
+
+@functools.cache
+def management_api_answers() -> bool:
+    """Asked once per process: .ci/run enables the plugin; without it every vhost costs ~3 Erlang VM boots."""
+    try:
+        _management_api("GET", "whoami")
+    except httpx.HTTPError:
+        return False
+    return True
+
+
 @dataclass
 class Vhost:
     name: str
@@ -65,12 +90,21 @@ class Vhost:
         return f"{self.base_url}/{quote(self.name, safe='')}"
 
     def create(self) -> Vhost:
-        rabbitmqctl("add_vhost", self.name)
-        rabbitmqctl("set_permissions", "-p", self.name, RABBITMQ_USER, ".*", ".*", ".*")
+        if management_api_answers():
+            vhost = quote(self.name, safe="")
+            _management_api("PUT", f"vhosts/{vhost}")
+            all_of_it = {"configure": ".*", "write": ".*", "read": ".*"}
+            _management_api("PUT", f"permissions/{vhost}/{quote(RABBITMQ_USER, safe='')}", json=all_of_it)
+        else:
+            rabbitmqctl("add_vhost", self.name)
+            rabbitmqctl("set_permissions", "-p", self.name, RABBITMQ_USER, ".*", ".*", ".*")
         return self
 
     def delete(self) -> None:
-        rabbitmqctl("delete_vhost", self.name)
+        if management_api_answers():
+            _management_api("DELETE", f"vhosts/{quote(self.name, safe='')}")
+        else:
+            rabbitmqctl("delete_vhost", self.name)
 
 
 @dataclass
@@ -101,6 +135,79 @@ class Databases:
                 lambda: (asyncio.run(drop_database(self.order_url)), asyncio.run(drop_database(self.customer_url)))
             ).result()
 
+    def names(self) -> tuple[str, str]:
+        return self.order_url.rsplit("/", 1)[1], self.customer_url.rsplit("/", 1)[1]
+
+
+def postgres_admin(*statements: str) -> list[list[tuple[object, ...]]]:
+    """Run statements on the server's `postgres` database (in a thread: the caller may be on an event loop)."""
+
+    async def run() -> list[list[tuple[object, ...]]]:
+        conn = await asyncpg.connect(f"{POSTGRES_URL}/postgres", timeout=10)
+        try:
+            return [[tuple(row) for row in await conn.fetch(statement)] for statement in statements]
+        finally:
+            await conn.close()
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, run()).result()
+
+
+# sagatpl_<host>_<pid>_<random>_{orders,customers}: the host and pid tell whether a template's session is over.
+TEMPLATE_PREFIX = "sagatpl"
+TEMPLATE_HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]
+_TEMPLATE_NAME = re.compile(rf"^{TEMPLATE_PREFIX}_{TEMPLATE_HOST}_(\d+)_[0-9a-f]{{10}}_(orders|customers)$")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class DatabaseTemplates:
+    """Both services' databases migrated once by the real Alembic histories; each environment's databases are
+    then copies (CREATE DATABASE ... TEMPLATE: tens of milliseconds, where two Alembic runs take a second).
+
+    `upgrade` alone grants nothing to any role (`migrate` does that, for the role its settings name), so the
+    copies hold no grant to a cluster-wide role; the tests of roles run `migrate` on databases of their own."""
+
+    databases: Databases
+
+    @classmethod
+    def build(cls) -> DatabaseTemplates:
+        drop_stale_templates()
+        templates = cls(Databases.fresh(f"{TEMPLATE_PREFIX}_{TEMPLATE_HOST}_{os.getpid()}").create())
+        # CREATE DATABASE ... TEMPLATE fails while anyone is connected to the template: let nobody connect.
+        postgres_admin(*(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false' for name in templates.databases.names()))
+        return templates
+
+    def copy(self, prefix: str = "sagatest") -> Databases:
+        copy = Databases.fresh(prefix)
+        postgres_admin(
+            *(
+                f'CREATE DATABASE "{name}" TEMPLATE "{template}"'
+                for name, template in zip(copy.names(), self.databases.names(), strict=True)
+            )
+        )
+        return copy
+
+    def drop(self) -> None:
+        self.databases.drop()
+
+
+def drop_stale_templates() -> None:
+    """Templates of this machine's test sessions that ended without dropping them (killed, crashed)."""
+    (rows,) = postgres_admin(f"SELECT datname FROM pg_database WHERE datname LIKE '{TEMPLATE_PREFIX}\\_%'")
+    stale = [name for (name,) in rows if (m := _TEMPLATE_NAME.match(str(name))) and not _alive(int(m[1]))]
+    if stale:
+        postgres_admin(*(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)' for name in stale))
+
 
 @dataclass
 class SagaEnvironment:
@@ -114,8 +221,16 @@ class SagaEnvironment:
         return self.vhost.url
 
     @classmethod
-    def create(cls) -> SagaEnvironment:
-        return cls(Databases.fresh().create(), Vhost(unique_name("saga-test")).create())
+    def create(cls, templates: DatabaseTemplates | None = None) -> SagaEnvironment:
+        """Databases copied from `templates` (the tests), or migrated here (the benchmark, the API fuzzing)."""
+        with ThreadPoolExecutor(1) as pool:  # the broker makes the vhost while PostgreSQL copies
+            vhost = pool.submit(Vhost(unique_name("saga-test")).create)
+            try:
+                databases = templates.copy() if templates else Databases.fresh().create()
+            except BaseException:
+                vhost.result().delete()
+                raise
+            return cls(databases, vhost.result())
 
     def destroy(self) -> None:
         self.vhost.delete()
