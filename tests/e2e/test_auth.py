@@ -35,7 +35,8 @@ def idp() -> Iterator[tuple[auth.JwksServer, object]]:
 @pytest.fixture(scope="module")
 def services(saga_env_module: SagaEnvironment, idp) -> Iterator[tuple[ServiceProcess, ServiceProcess]]:
     server, _ = idp
-    with both_services(saga_env_module, server.service_env(SAGA_AUTH_JWKS_MIN_REFRESH_S="1", SAGA_AUTH_TOKEN_CACHE_S="1")) as services:
+    env = server.service_env(SAGA_AUTH_JWKS_MIN_REFRESH_S="1", SAGA_AUTH_TOKEN_CACHE_S="1")
+    with both_services(saga_env_module, env) as services:
         yield services
 
 
