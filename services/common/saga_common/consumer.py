@@ -105,8 +105,7 @@ class Consumer:
         self._queue: AbstractQueue | None = None
         self._consumer_tag: str | None = None
         self._waiting: deque[AbstractIncomingMessage] = deque()
-        self._workers: set[asyncio.Task[None]] = set()
-        self._running = 0
+        self._running = 0  # workers handling deliveries now
         self._inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -145,15 +144,14 @@ class Consumer:
             log.warning("drain timed out with %d messages in flight; the broker will redeliver them", self._inflight)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        """aio-pika's callback: queue the delivery and make sure a worker will take it."""
+        """aio-pika's callback, in a task of its own per delivery: queue the delivery; with a worker slot free,
+        this task becomes the worker (no hop to another task), else a running worker takes it."""
         self._inflight += 1
         self._idle.clear()
         self._waiting.append(message)
         if self._running < self._concurrency:
             self._running += 1
-            worker = asyncio.create_task(self._work(), name="consumer-worker")
-            self._workers.add(worker)  # a reference, so the task is not collected while it runs
-            worker.add_done_callback(self._workers.discard)
+            await self._work()
 
     async def _work(self) -> None:
         """Handle what is waiting, a batch at a time, until nothing is."""

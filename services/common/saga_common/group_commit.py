@@ -57,14 +57,26 @@ class GroupCommit:
         """Run `work` in a transaction, maybe shared with other callers'; its result once committed."""
         if self._max_size == 1:
             return await self._alone(work)
+        if not self._waiting and self._running < self._concurrency:
+            # Nothing queued and a slot free: a lone request runs at once in its own task, no hop.
+            self._running += 1
+            try:
+                return await self._alone(work)
+            finally:
+                self._running -= 1
+                self._start_worker()
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._waiting.append(_Pending(work, future))
-        if self._running < self._concurrency:
+        self._start_worker()
+        return await future
+
+    def _start_worker(self) -> None:
+        """A worker for the queued work, if there is some and a slot is free."""
+        if self._waiting and self._running < self._concurrency:
             self._running += 1
             worker = asyncio.create_task(self._work(), name="group-commit")
             self._workers.add(worker)  # a reference, so the task is not collected while it runs
             worker.add_done_callback(self._workers.discard)
-        return await future
 
     async def _work(self) -> None:
         try:
