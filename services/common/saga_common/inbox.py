@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import asyncpg
 
 from saga_common.messages import Event
+from saga_common.tracing import untraced
 
 _RECORD = (
     "INSERT INTO inbox (message_id, message_type, order_id, occurred_at) VALUES ($1, $2, $3, $4) "
@@ -28,7 +29,8 @@ _RECORD_MANY = (
 
 async def record(conn: asyncpg.Connection, event: Event) -> bool:
     """Record the message as consumed; False when it already was (a duplicate delivery)."""
-    recorded = await conn.fetchval(_RECORD, event.message_id, event.type, event.order_id, event.occurred_at)
+    with untraced():  # the consume span stands for it; a span per inbox row would say nothing more
+        recorded = await conn.fetchval(_RECORD, event.message_id, event.type, event.order_id, event.occurred_at)
     return recorded is not None
 
 

@@ -102,13 +102,19 @@ async def write_events(conn: asyncpg.Connection, pending: Sequence[PendingEvent]
             )
         )
     try:
-        if len(rows) == 1:
-            await conn.execute(_INSERT, *rows[0])
-        else:
-            await conn.execute(_INSERT_MANY, *(list(column) for column in zip(*rows, strict=True)))
+        # Untraced: each event's "create" span already stands for its row.
+        with tracing.untraced():
+            await _insert(conn, rows)
     finally:
         for span in spans:
             span.end()
+
+
+async def _insert(conn: asyncpg.Connection, rows: list[tuple[Any, ...]]) -> None:
+    if len(rows) == 1:
+        await conn.execute(_INSERT, *rows[0])
+    else:
+        await conn.execute(_INSERT_MANY, *(list(column) for column in zip(*rows, strict=True)))
 
 
 _SELECT_BATCH = (
