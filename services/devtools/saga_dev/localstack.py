@@ -33,6 +33,7 @@ import httpx
 
 from saga_common.db import drop_database, ensure_database
 from saga_common.migrations import upgrade
+from saga_dev.rabbit_cluster import pid_alive
 
 POSTGRES_URL = os.environ.get("SAGA_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
 RABBITMQ_URL = os.environ.get("SAGA_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672")
@@ -159,16 +160,6 @@ TEMPLATE_HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]
 _TEMPLATE_NAME = re.compile(rf"^{TEMPLATE_PREFIX}_{TEMPLATE_HOST}_(\d+)_[0-9a-f]{{10}}_(orders|customers)$")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @dataclass
 class DatabaseTemplates:
     """Both services' databases migrated once by the real Alembic histories; each environment's databases are
@@ -204,7 +195,7 @@ class DatabaseTemplates:
 def drop_stale_templates() -> None:
     """Templates of this machine's test sessions that ended without dropping them (killed, crashed)."""
     (rows,) = postgres_admin(f"SELECT datname FROM pg_database WHERE datname LIKE '{TEMPLATE_PREFIX}\\_%'")
-    stale = [name for (name,) in rows if (m := _TEMPLATE_NAME.match(str(name))) and not _alive(int(m[1]))]
+    stale = [name for (name,) in rows if (m := _TEMPLATE_NAME.match(str(name))) and not pid_alive(int(m[1]))]
     if stale:
         postgres_admin(*(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)' for name in stale))
 

@@ -54,7 +54,8 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists (signal 0 checks without sending anything)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -163,7 +164,7 @@ class RabbitNode:
     def kill(self) -> None:
         """kill -9 of the Erlang VM: no goodbye to the cluster, no flush."""
         pid = self.beam_pid()
-        if pid is not None and _pid_alive(pid):
+        if pid is not None and pid_alive(pid):
             os.kill(pid, signal.SIGKILL)
         if self.process is not None:
             try:
@@ -188,7 +189,7 @@ class RabbitNode:
 
     def _kill_leftovers(self) -> None:
         pid = self.beam_pid()
-        if pid is not None and _pid_alive(pid) and _is_our_beam(pid, self.name):
+        if pid is not None and pid_alive(pid) and _is_our_beam(pid, self.name):
             os.kill(pid, signal.SIGKILL)
         if self.process is not None and self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
@@ -364,11 +365,11 @@ def stop_orphaned_clusters() -> None:
             names = json.loads((run_dir / "nodes.json").read_text())
         except (OSError, ValueError):
             continue
-        if _pid_alive(owner):
+        if pid_alive(owner):
             continue
         for i, name in enumerate(names, start=1):
             node = RabbitNode(i, name, 0, 0, run_dir / f"node{i}")
             pid = node.beam_pid()
-            if pid is not None and _pid_alive(pid) and _is_our_beam(pid, name):
+            if pid is not None and pid_alive(pid) and _is_our_beam(pid, name):
                 os.kill(pid, signal.SIGKILL)
         shutil.rmtree(run_dir, ignore_errors=True)
