@@ -42,6 +42,20 @@ class Outcome(NamedTuple):
     span: Span
 
 
+def consume_span_of(delivery: Delivery, *, exchange: str, queue: str, as_link: bool) -> Span:
+    """The span of one delivery's processing, in a batch or alone (not yet current, not yet ended)."""
+    event = delivery.event
+    return tracing.start_consume_span(
+        exchange=exchange,
+        routing_key=event.routing_key,
+        message_id=str(event.message_id),
+        order_id=event.order_id,
+        queue=queue,
+        headers=delivery.message.headers,
+        as_link=as_link,
+    )
+
+
 async def handle_batch(
     deliveries: Sequence[Delivery],
     *,
@@ -60,15 +74,7 @@ async def handle_batch(
                 new_ids = await inbox.record_many(uow.conn, [delivery.event for delivery in ordered])
                 for delivery in ordered:
                     event = delivery.event
-                    span = tracing.start_consume_span(
-                        exchange=db.exchange,
-                        routing_key=event.routing_key,
-                        message_id=str(event.message_id),
-                        order_id=event.order_id,
-                        queue=queue,
-                        headers=delivery.message.headers,
-                        as_link=trace_as_link,
-                    )
+                    span = consume_span_of(delivery, exchange=db.exchange, queue=queue, as_link=trace_as_link)
                     if event.message_id not in new_ids:
                         outcomes.append(Outcome(delivery, "duplicate", span))
                         continue

@@ -30,9 +30,10 @@ from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
+from opentelemetry import trace
 
 from saga_common import inbox, metrics, tracing
-from saga_common.batch import Delivery, Handler, finish, handle_batch
+from saga_common.batch import Delivery, Handler, consume_span_of, finish, handle_batch
 from saga_common.broker import Broker, Session
 from saga_common.db import Database
 from saga_common.logs import current_order_id
@@ -214,15 +215,10 @@ class Consumer:
         started = time.perf_counter()
         token = current_order_id.set(event.order_id)
         try:
-            with tracing.consume_span(
-                exchange=self._db.exchange,
-                routing_key=event.routing_key,
-                message_id=str(event.message_id),
-                order_id=event.order_id,
-                queue=self._queues.work,
-                headers=message.headers,
-                as_link=self._trace_as_link,
-            ) as span:
+            span_of_delivery = consume_span_of(
+                delivery, exchange=self._db.exchange, queue=self._queues.work, as_link=self._trace_as_link
+            )
+            with trace.use_span(span_of_delivery, end_on_exit=True) as span:
                 try:
                     duplicate = await self._handle(handler, event)
                 except PoisonMessage as poison:

@@ -211,13 +211,6 @@ def start_consume_span(
 
 
 @contextmanager
-def consume_span(**kwargs: Any) -> Iterator[Span]:
-    """`start_consume_span()` as the current span for the block, ended when the block ends."""
-    with trace.use_span(start_consume_span(**kwargs), end_on_exit=True) as span:
-        yield span
-
-
-@contextmanager
 def only_span(span: Span) -> Iterator[None]:
     """`span` as the current span in a fresh context: inside an `untraced()` batch, one message's handler is
     traced again, under its own message's trace and nothing of the batch's context."""
