@@ -9,7 +9,7 @@ INSTALLED := $(VENV)/.installed
 PACKAGES := -e services/common -e services/order -e services/customer -e services/tools -e services/devtools
 PYTEST := $(BIN)/pytest
 
-.PHONY: help install run test test-unit test-integration test-e2e test-observability test-chart test-images test-compose \
+.PHONY: help install system-packages run test test-unit test-integration test-e2e test-observability test-chart test-images test-compose \
         test-chaos test-fuzz test-perf bench lint format clean chart-readme asyncapi
 
 help: ## list the targets
@@ -23,10 +23,15 @@ $(INSTALLED): requirements-dev.txt constraints.txt services/*/pyproject.toml
 
 install: $(INSTALLED) ## create .venv with the services, the tools and the test dependencies
 
-run: $(INSTALLED) ## migrate, seed and run both services in the foreground (Ctrl-C stops them)
+# The Debian packages the tiers need (PostgreSQL, RabbitMQ, Prometheus, the Docker Engine, debootstrap): installed
+# with apt-get when missing (as root), else a message naming them and the command. Quick when all are there.
+system-packages: ## install the system packages the tests need (apt-get, as root); says what and why
+	@$(PYTHON) services/devtools/saga_dev/system_packages.py --for test
+
+run: $(INSTALLED) ## both services in the foreground, with private PostgreSQL/RabbitMQ if none answers (Ctrl-C stops all)
 	$(BIN)/saga-dev
 
-test: $(INSTALLED) ## the whole suite, tier by tier (what CI runs)
+test: system-packages $(INSTALLED) ## the whole suite, tier by tier (what CI runs)
 	$(PYTEST) tests/unit -m unit
 	$(PYTEST) tests/integration -m integration
 	$(PYTEST) tests/e2e -m e2e
@@ -37,31 +42,31 @@ test: $(INSTALLED) ## the whole suite, tier by tier (what CI runs)
 	$(PYTEST) tests/chaos -m chaos -s
 	$(PYTEST) tests/perf -m perf
 
-test-unit: $(INSTALLED) ## pure functions: validation, envelope, state machine
+test-unit: system-packages $(INSTALLED) ## pure functions: validation, envelope, state machine
 	$(PYTEST) tests/unit -m unit
 
-test-integration: $(INSTALLED) ## outbox, inbox, consumer against a real PostgreSQL and RabbitMQ
+test-integration: system-packages $(INSTALLED) ## outbox, inbox, consumer against a real PostgreSQL and RabbitMQ
 	$(PYTEST) tests/integration -m integration
 
-test-e2e: $(INSTALLED) ## both services as real processes
+test-e2e: system-packages $(INSTALLED) ## both services as real processes
 	$(PYTEST) tests/e2e -m e2e
 
-test-images: $(INSTALLED) ## both images built on a local Docker engine, the chart's pods run from them (root)
+test-images: system-packages $(INSTALLED) ## both images built on a local Docker engine, the chart's pods run from them (root)
 	$(PYTEST) tests/images -m images -s
 
-test-compose: $(INSTALLED) ## docker/compose.yaml brought up with Compose v2 as a user does, stand-ins from tests/compose (root)
+test-compose: system-packages $(INSTALLED) ## docker/compose.yaml brought up with Compose v2 as a user does, stand-ins from tests/compose (root)
 	$(PYTEST) tests/compose -m compose -s
 
-test-chaos: $(INSTALLED) ## faults under load on a 3-node RabbitMQ cluster; prints the table of figures (root, rabbitmq-server)
+test-chaos: system-packages $(INSTALLED) ## faults under load on a 3-node RabbitMQ cluster; prints the table of figures (root, rabbitmq-server)
 	$(PYTEST) tests/chaos -m chaos -s
 
-test-fuzz: $(INSTALLED) ## schemathesis on both OpenAPI documents, and the bad-input list (also part of test-chaos)
+test-fuzz: system-packages $(INSTALLED) ## schemathesis on both OpenAPI documents, and the bad-input list (also part of test-chaos)
 	$(PYTEST) tests/chaos/test_fuzz_api.py -m chaos -s
 
-test-observability: $(INSTALLED) ## traces through the broker, metrics, a real Prometheus, dashboards, alert rules
+test-observability: system-packages $(INSTALLED) ## traces through the broker, metrics, a real Prometheus, dashboards, alert rules
 	$(PYTEST) tests/observability -m observability
 
-test-perf: $(INSTALLED) ## the benchmark's smoke run (a few seconds; figures come from make bench)
+test-perf: system-packages $(INSTALLED) ## the benchmark's smoke run (a few seconds; figures come from make bench)
 	$(PYTEST) tests/perf -m perf
 
 bench: $(INSTALLED) ## the benchmark: every scenario, the machine's limit, a 5-minute soak (about 12 minutes)
@@ -83,8 +88,8 @@ format: $(INSTALLED) ## ruff format and fixes
 	$(BIN)/ruff check --fix services tests
 	$(BIN)/ruff format services tests
 
-clean: ## remove the virtualenv and caches
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+clean: ## remove the virtualenv, caches and make run's data (.saga: its private PostgreSQL and RabbitMQ)
+	rm -rf $(VENV) .pytest_cache .ruff_cache .saga
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
 # --- Kubernetes: images, kind, helm, skaffold (owned by the chart) ---
@@ -167,7 +172,7 @@ skaffold-dev: ## the edit loop on the kind cluster: rebuild, redeploy and forwar
 	@# --cleanup=false: stopping the loop leaves the release (and its data) that make kind-up installed.
 	skaffold dev --profile kind --port-forward=user --cleanup=false
 
-test-chart: $(INSTALLED) ## the chart, images and configs checked offline (Helm engine, Kubernetes schemas, policies)
+test-chart: system-packages $(INSTALLED) ## the chart, images and configs checked offline (Helm engine, Kubernetes schemas, policies)
 	$(PYTEST) tests/chart -m chart
 
 compose-up: ## both services with PostgreSQL, RabbitMQ and Jaeger in Docker (Compose v2); returns once all are healthy

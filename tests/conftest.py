@@ -1,16 +1,26 @@
-"""Fixtures shared by every tier: a throwaway environment (databases + vhost) per test or per module, and each
-tier's time limit."""
+"""Fixtures shared by every tier: PostgreSQL and RabbitMQ (private ones when none answers), a throwaway
+environment (databases + vhost) per test or per module, and each tier's time limit."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
-from saga_dev.localstack import Databases, DatabaseTemplates, SagaEnvironment
+from saga_dev.infra import LocalInfrastructure
+from saga_dev.localstack import (
+    POSTGRES_URL,
+    RABBITMQ_API_URL,
+    RABBITMQ_URL,
+    Databases,
+    DatabaseTemplates,
+    SagaEnvironment,
+)
 from tests.support.otlp import OtlpReceiver
 
 # Seconds a test of the tier may take, setup and teardown included (a module's first test also starts the
@@ -30,17 +40,55 @@ TIER_TIMEOUTS = {
     "compose": 300,
 }
 TIERS = set(TIER_TIMEOUTS)
+# The tiers that talk to the machine's PostgreSQL and RabbitMQ (chart, unit and compose bring their own or none).
+INFRASTRUCTURE_TIERS = {"integration", "e2e", "observability", "images", "chaos", "perf"}
+# Where the private servers keep their data between sessions (initdb once; a session then starts in seconds).
+INFRA_HOME = Path(os.environ.get("SAGA_TEST_INFRA_HOME", "/var/tmp/saga-test-infra"))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """A test's tier is its folder: tests/<tier>/... gets the marker <tier>, and the tier's time limit."""
-    root = Path(__file__).parent
     for item in items:
-        tier = item.path.relative_to(root).parts[0]
+        tier = tier_of(item)
         if tier in TIERS:
             item.add_marker(getattr(pytest.mark, tier))
             if item.get_closest_marker("timeout") is None:
                 item.add_marker(pytest.mark.timeout(TIER_TIMEOUTS[tier]))
+
+
+def tier_of(item: pytest.Item) -> str:
+    return item.path.relative_to(Path(__file__).parent).parts[0]
+
+
+def _say(request: pytest.FixtureRequest, line: str) -> None:
+    """Progress on the terminal even while pytest captures output."""
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled():
+        print(line, flush=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def local_infrastructure(request: pytest.FixtureRequest) -> Iterator[LocalInfrastructure | None]:
+    """PostgreSQL and RabbitMQ at the SAGA_TEST_* URLs: used as they are when they answer, else private servers
+    started for this session (the management API on too) and stopped at its end."""
+    if not {tier_of(item) for item in request.session.items} & INFRASTRUCTURE_TIERS:
+        yield None
+        return
+    infra = LocalInfrastructure.ensure(
+        POSTGRES_URL,
+        RABBITMQ_URL,
+        home=INFRA_HOME,
+        node_name="saga-test",
+        management_port=urlsplit(RABBITMQ_API_URL).port or 15672,
+        log=lambda line: _say(request, f"[infrastructure] {line}"),
+    )
+    if infra.rabbitmq is not None:
+        os.environ["SAGA_TEST_RABBITMQ_NODE"] = infra.rabbitmq.name  # for rabbitmqctl (localstack)
+    try:
+        yield infra
+    finally:
+        infra.stop()
+        os.environ.pop("SAGA_TEST_RABBITMQ_NODE", None)
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,15 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from saga_dev.rabbit_cluster import RabbitCluster
-from tests.chaos.harness import RESULTS, RESULTS_PATH, SEED, ChaosEnvironment, ensure_postgres_running, format_table
+from tests.chaos.harness import (
+    RESULTS,
+    RESULTS_PATH,
+    SEED,
+    ChaosEnvironment,
+    ensure_postgres_running,
+    format_table,
+    postgres_server,
+)
 
 
 @pytest.fixture(scope="session")
@@ -29,6 +37,7 @@ def rabbit_cluster() -> Iterator[RabbitCluster]:
 
 @pytest.fixture(scope="session", autouse=True)
 def postgres_comes_back() -> Iterator[None]:
+    postgres_server()  # found while it answers, so that it can be started again after a scenario stopped it
     try:
         yield
     finally:

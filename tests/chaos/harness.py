@@ -35,11 +35,11 @@ import asyncio
 import contextlib
 import json
 import os
-import subprocess
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -53,7 +53,9 @@ from saga_common.topology import CUSTOMER_SERVICE, ORDER_SERVICE
 from saga_dev.load import LoadStats, OrderLoad
 from saga_dev.load_background import BackgroundLoad
 from saga_dev.localstack import POSTGRES_URL, Databases, ServiceProcess, unique_name
+from saga_dev.postgres_server import PostgresServer
 from saga_dev.rabbit_cluster import RabbitCluster
+from saga_dev.rabbitmq_node import port_open
 from saga_tools import invariants
 from saga_tools.tokens import LocalIdentity
 from tests.support.tcp_proxy import TcpProxy
@@ -93,30 +95,30 @@ SERVICE_ENV = {
 RESULTS: list[Figures] = []
 
 
-# -- the machine's PostgreSQL, restarted by scenario 5 and always brought back -----------------------------
+# -- the tests' PostgreSQL, restarted by scenario 5 and always brought back -------------------------------
 
-POSTGRES_VERSION = (
-    sorted(p.name for p in Path("/etc/postgresql").glob("*"))[-1] if Path("/etc/postgresql").exists() else "15"
-)
-POSTGRES_CLUSTER = "main"
+_SERVER: list[PostgresServer] = []  # found once, while it answers; a scenario may leave it down
+
+
+def postgres_server() -> PostgresServer:
+    if not _SERVER:  # on a thread of its own: the caller may be on an event loop
+        with ThreadPoolExecutor(1) as pool:
+            _SERVER.append(pool.submit(asyncio.run, PostgresServer.of(f"{POSTGRES_URL}/postgres")).result())
+    return _SERVER[0]
 
 
 def postgres_is_up() -> bool:
-    result = subprocess.run(["pg_isready", "-h", "127.0.0.1", "-q", "-t", "2"], check=False)
-    return result.returncode == 0
+    host, port = POSTGRES_URL.rsplit("@", 1)[1].rsplit(":", 1)
+    return port_open(int(port), host)
 
 
 def ensure_postgres_running(timeout: float = 60) -> None:
-    """Start the machine's PostgreSQL if a scenario left it down; everything else on this machine needs it."""
+    """Start the tests' PostgreSQL if a scenario left it down; everything else in the session needs it."""
     if postgres_is_up():
         return
-    subprocess.run(
-        ["pg_ctlcluster", "--skip-systemctl-redirect", POSTGRES_VERSION, POSTGRES_CLUSTER, "start"],
-        check=False,
-        capture_output=True,
-        timeout=timeout,
-    )
-    wait_until(postgres_is_up, timeout=timeout, interval=0.5, what="PostgreSQL back (else: pg_ctlcluster ... start)")
+    with contextlib.suppress(RuntimeError):
+        postgres_server().start()
+    wait_until(postgres_is_up, timeout=timeout, interval=0.5, what=f"PostgreSQL back ({postgres_server()})")
 
 
 @dataclass

@@ -23,14 +23,13 @@ import pytest
 from saga_dev.localstack import ServiceProcess
 from tests.chaos.harness import (
     GRACE_PERIOD_S,
-    POSTGRES_CLUSTER,
-    POSTGRES_VERSION,
     SEED,
     SERVICE_ENV,
     ChaosEnvironment,
     ScenarioRun,
     ensure_postgres_running,
     postgres_is_up,
+    postgres_server,
 )
 from tests.support.waiting import TimedOut, eventually
 
@@ -196,7 +195,7 @@ async def test_kill_9_the_rabbitmq_node_leading_the_saga_queues(chaos: ChaosEnvi
     reason="SAGA_CHAOS_RESTART_POSTGRES=0: the machine's PostgreSQL is shared right now (5b still cuts it)",
 )
 async def test_restart_postgresql_while_sagas_are_in_flight(chaos: ChaosEnvironment) -> None:
-    """A real restart of the machine's PostgreSQL (both databases): every connection is dropped."""
+    """A real restart of the tests' PostgreSQL (both databases): every connection is dropped."""
     await chaos.start_services()
     run = chaos.scenario("5. restart PostgreSQL (both databases)")
     await run.start_load()
@@ -204,18 +203,12 @@ async def test_restart_postgresql_while_sagas_are_in_flight(chaos: ChaosEnvironm
     await run.burst()
     run.fault_started()
     try:
-        restart = await asyncio.to_thread(
-            subprocess.run,
-            ["pg_ctlcluster", "--skip-systemctl-redirect", POSTGRES_VERSION, POSTGRES_CLUSTER, "restart"],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        await asyncio.to_thread(postgres_server().restart)
+    except RuntimeError as exc:
+        run.problems.append(f"the restart of PostgreSQL failed: {exc}")
     finally:
         await asyncio.to_thread(ensure_postgres_running)
     run.fault_ended()
-    if restart.returncode != 0:
-        run.problems.append(f"pg_ctlcluster restart failed: {restart.stderr or restart.stdout}")
     assert postgres_is_up()
     await run.finish(after_fault_s=4)
 

@@ -3,12 +3,12 @@ its options. Nothing here needs a cluster, a Docker engine or the network. Marke
 
 from __future__ import annotations
 
-import os
 import shutil
 from typing import Any
 
 import pytest
 
+from saga_dev.system_packages import fix_for
 from tests.chart.saga_chart import Rendered, plain_values, render
 
 # Value sets that switch the chart's options; every structural test runs on each.
@@ -88,11 +88,9 @@ def default() -> Rendered:
     return rendered_variant("defaults")
 
 
-def require_tool(name: str) -> str:
-    """A tool the CI machine installs (.ci/run); elsewhere its absence skips, in CI it fails."""
+def require_tool(name: str, package: str) -> str:
+    """A tool of a system package (`make system-packages` installs it): its absence fails, naming the fix."""
     path = shutil.which(name)
     if path is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{name} is not installed; .ci/run installs it")
-        pytest.skip(f"{name} is not installed")
+        pytest.fail(f"{name} is not installed: {fix_for(package)}")
     return path

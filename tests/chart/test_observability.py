@@ -121,7 +121,7 @@ def test_the_relabelling_simulation_drops_what_it_should() -> None:
 
 
 def test_promtool_accepts_the_rendered_config_and_rules(tmp_path: Path) -> None:
-    promtool = require_tool("promtool")
+    promtool = require_tool("promtool", "prometheus")
     data = prometheus_config(rendered_variant("defaults"))
     assert "alerts.yaml" in data, "the project's alert rules are in the ConfigMap"
     (tmp_path / "alerts.yaml").write_text(data["alerts.yaml"])

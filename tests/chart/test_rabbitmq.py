@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from saga_dev.system_packages import fix_for
 from tests.chart.conftest import ALL_VARIANTS, rendered_variant, require_tool
 from tests.chart.saga_chart import Rendered, render
 
@@ -44,7 +45,7 @@ def verifies(password: str, password_hash: str) -> bool:
 
 
 def test_the_init_script_writes_definitions_that_rabbitmq_can_verify(tmp_path: Path) -> None:
-    require_tool("erl")
+    require_tool("erl", "rabbitmq-server")
     statefulset, data, rendered = rabbitmq(rendered_variant("defaults"))
     init = statefulset["spec"]["template"]["spec"]["initContainers"][0]
     (tmp_path / "scripts").mkdir()
@@ -101,8 +102,7 @@ def _schema_keys() -> list[re.Pattern[str]]:
 
 def test_every_rabbitmq_conf_key_is_known_to_rabbitmq() -> None:
     if not list(RABBITMQ_LIB.glob("rabbitmq_server-*")):
-        require_tool("rabbitmq-server")
-        pytest.skip("RabbitMQ's configuration schemas are not where Debian puts them")
+        pytest.fail(f"RabbitMQ's configuration schemas are not in {RABBITMQ_LIB}: {fix_for('rabbitmq-server')}")
     patterns = _schema_keys()
     _, data, _ = rabbitmq(rendered_variant("defaults"))
     lines = [line for line in data["rabbitmq.conf"].splitlines() if "=" in line and not line.startswith("#")]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 
 import asyncpg
 import httpx
@@ -30,12 +31,12 @@ async def test_a_database_server_that_is_full_is_a_503_to_retry_not_a_500(saga_e
     # "Too many clients" without exhausting the machine's PostgreSQL: a role whose connection limit the test
     # fills itself. The server refuses the service's connections with the same SQLSTATE (53300,
     # too_many_connections) as when max_connections is reached.
-    role = unique_name("saga_full")
+    role, password = unique_name("saga_full"), uuid.uuid4().hex
     admin = await asyncpg.connect(saga_env.databases.order_url)
-    await admin.execute(f'CREATE ROLE "{role}" LOGIN CONNECTION LIMIT 2')
+    await admin.execute(f"CREATE ROLE \"{role}\" LOGIN CONNECTION LIMIT 2 PASSWORD '{password}'")
     await admin.execute(f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO "{role}"')
     await admin.execute(f'GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO "{role}"')
-    limited_url = saga_env.databases.order_url.replace("://postgres@", f"://{role}@", 1)
+    limited_url = saga_env.databases.order_url.replace("://postgres@", f"://{role}:{password}@", 1)
     assert limited_url != saga_env.databases.order_url
     # One connection for the pool (size 1) and one for the LISTEN connection, once the server has room.
     order = ServiceProcess("order_service", limited_url, saga_env.broker_url, extra_env={"SAGA_DB_POOL_SIZE": "1"})

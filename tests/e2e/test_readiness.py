@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import asyncpg
 import httpx
@@ -13,15 +14,15 @@ from tests.support.waiting import eventually
 
 async def _role_without_table_privileges(database_url: str) -> tuple[str, str]:
     """A login role that may connect and read, but not lock or write the outbox (seen in a real deployment)."""
-    role = unique_name("readonly")
+    role, password = unique_name("readonly"), uuid.uuid4().hex
     conn = await asyncpg.connect(database_url)
     try:
-        await conn.execute(f"CREATE ROLE {role} LOGIN")
+        await conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
         await conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
     finally:
         await conn.close()
     host, _, database = database_url.rpartition("/")
-    return role, f"postgresql://{role}@{host.split('@')[-1]}/{database}"
+    return role, f"postgresql://{role}:{password}@{host.split('@')[-1]}/{database}"
 
 
 async def _drop_role(database_url: str, role: str) -> None:

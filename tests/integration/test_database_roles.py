@@ -81,11 +81,12 @@ def roles() -> Iterator[Roles]:
     roles = Roles(prefix, {})
     for service in SERVICES:
         roles.passwords[roles.role(service)] = secrets.token_urlsafe(18)
+        roles.passwords[roles.owner(service)] = secrets.token_urlsafe(18)
     create = []
     for service in SERVICES:
         # The owner is no superuser: it owns its database and may create the service role, nothing more.
         create += [
-            f"CREATE ROLE {roles.owner(service)} LOGIN CREATEROLE",
+            f"CREATE ROLE {roles.owner(service)} LOGIN CREATEROLE PASSWORD '{roles.passwords[roles.owner(service)]}'",
             f"CREATE DATABASE {roles.database(service)} OWNER {roles.owner(service)}",
         ]
     asyncio.run(_admin(create))

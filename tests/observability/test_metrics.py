@@ -16,6 +16,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from saga_dev.localstack import ServiceProcess, free_port
+from saga_dev.system_packages import fix_for
 from tests.observability.promql import (
     DASHBOARDS_DIR,
     dashboard_expressions,
@@ -103,7 +104,7 @@ def test_saga_latency_carries_trace_exemplars_in_openmetrics(saga, traced_servic
 def prometheus(traced_services, tmp_path_factory) -> Iterator[str]:
     binary = shutil.which("prometheus")
     if binary is None:
-        pytest.fail("the prometheus binary is missing: apt-get install prometheus (Debian's package)")
+        pytest.fail(f"the prometheus binary is missing: {fix_for('prometheus')}")
     directory = tmp_path_factory.mktemp("prometheus")
     order_service, customer_service = traced_services
     config = {

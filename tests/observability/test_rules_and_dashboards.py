@@ -19,6 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import yaml
 
+from saga_dev.system_packages import fix_for
 from tests.observability.promql import (
     DASHBOARDS_DIR,
     PROMETHEUS_DIR,
@@ -61,7 +62,7 @@ EXPRESSIONS, COLLECTION_ERROR = _collect_expressions()
 def promtool() -> str:
     path = shutil.which("promtool") or ("/usr/bin/promtool" if Path("/usr/bin/promtool").exists() else None)
     if path is None:
-        pytest.fail("promtool is missing: apt-get install prometheus (Debian's package ships promtool)")
+        pytest.fail(f"promtool is missing: {fix_for('prometheus')}")
     return path
 
 

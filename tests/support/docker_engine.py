@@ -1,6 +1,7 @@
-"""The project's own Docker Engine, for the images and compose tiers: installed if missing, started with a
-data-root, exec-root, pidfile and socket of its own (so it never meets another daemon) and no bridge network
-(loopback is the only network here: every build and container runs with `--network host`).
+"""The project's own Docker Engine, for the images and compose tiers (its packages come from `make
+system-packages`): started with a data-root, exec-root, pidfile and socket of its own (so it never meets another
+daemon) and no bridge network (loopback is the only network here: every build and container runs with
+`--network host`).
 
 The data-root lives outside the checkout (SAGA_DOCKER_ROOT, default /var/lib/saga-docker) and is kept between
 runs, so a second run finds its base images and build cache. When the official Python base cannot be pulled
@@ -23,6 +24,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from saga_dev.system_packages import fix_for, missing
+
 ROOT = Path(__file__).resolve().parents[2]
 OFFICIAL_PYTHON_IMAGE = "python:3.11.13-slim-bookworm"
 LOCAL_DEBIAN_IMAGE = "local/debian:bookworm"
@@ -38,19 +41,11 @@ def log(message: str) -> None:
     print(f"[docker-engine] {message}", file=sys.stderr, flush=True)
 
 
-def install_engine() -> None:
-    """Debian's docker.io (Engine 20.10, containerd, runc) and debootstrap, when missing."""
-    if Path(DOCKERD).exists() and shutil.which("debootstrap"):
-        return
-    log(f"installing {' '.join(ENGINE_PACKAGES)} with apt-get (about 20 s)")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, stdout=subprocess.DEVNULL)
-    subprocess.run(
-        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *ENGINE_PACKAGES],
-        check=True,
-        env=env,
-        stdout=subprocess.DEVNULL,
-    )
+def require_engine() -> None:
+    """Debian's docker.io (Engine 20.10, containerd, runc) and debootstrap: `make system-packages` installs them."""
+    absent = missing("test", ENGINE_PACKAGES)
+    if absent:
+        raise RuntimeError(f"{', '.join(p.name for p in absent)} not installed: {fix_for(*ENGINE_PACKAGES)}")
 
 
 @dataclass
@@ -93,7 +88,7 @@ class DockerEngine:
         return probe.returncode == 0
 
     def start(self) -> None:
-        install_engine()
+        require_engine()
         if self.running():
             return
         self._stop_stale()

@@ -1,9 +1,11 @@
-"""`make run`: check the infrastructure, prepare both databases, start both services in the foreground.
+"""`make run`: PostgreSQL and RabbitMQ (private ones when none answers), both databases, both services.
 
-Steps: reach PostgreSQL and RabbitMQ (or say which one is missing and how to get it), create the two
-databases if missing, apply the migrations, seed the demo customers, start the order and customer services
-(HTTP, consumer and outbox relay each), wait until both are ready, print the URLs and an example request.
-Ctrl-C or SIGTERM stops both services gracefully; the children also die with this process (PDEATHSIG).
+Steps: reach PostgreSQL and RabbitMQ at their URLs; when nothing answers there on this machine, start a private
+server of each (data under SAGA_DEV_HOME, default .saga/, kept between runs; `make clean` removes it), installing
+Debian's package first when it is missing and we are root. Then create the two databases if missing, apply the
+migrations, seed the demo customers, start the order and customer services (HTTP, consumer and outbox relay
+each), wait until both are ready, print the URLs and an example request. Ctrl-C or SIGTERM stops both services
+gracefully, then the private servers; the services also die with this process (PDEATHSIG).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import aio_pika
 import asyncpg
@@ -25,14 +28,18 @@ import httpx
 from saga_common.db import ensure_database
 from saga_common.migrations import upgrade
 from saga_common.settings import DEFAULT_BROKER_URL, redact_url, split_broker_urls
+from saga_dev.infra import LocalInfrastructure
 from saga_dev.localstack import migrations_of
+from saga_dev.system_packages import MissingPackages, install_named
 
 SEED_REQUEST = '{"customer_id": 1, "product_id": 1, "status": "pending", "quantity": 1, "total_price": 50.0}'
 HOW_TO_GET_INFRASTRUCTURE = (
-    "  - on Debian/Ubuntu: apt-get install postgresql rabbitmq-server (both start as services), or\n"
+    "  - leave the URLs at 127.0.0.1 and saga-dev starts private ones (as root it installs Debian's\n"
+    "    postgresql and rabbitmq-server; otherwise: sudo apt-get install postgresql rabbitmq-server), or\n"
     "  - with Docker: docker compose -f docker/compose.yaml up -d postgres rabbitmq, or\n"
     "  - on Kubernetes: make kind-up (everything in a kind cluster; see docs/deploy-kind.md)."
 )
+HOME = Path(os.environ.get("SAGA_DEV_HOME", ".saga"))
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
 
@@ -52,6 +59,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default=os.environ.get("SAGA_DEV_HOST", "127.0.0.1"), help="interface to listen on")
     parser.add_argument("--order-port", type=int, default=int(os.environ.get("ORDER_PORT", "8001")))
     parser.add_argument("--customer-port", type=int, default=int(os.environ.get("CUSTOMER_PORT", "8002")))
+    parser.add_argument(
+        "--no-private-servers",
+        action="store_true",
+        default=os.environ.get("SAGA_DEV_PRIVATE_SERVERS", "1") == "0",
+        help="start no private PostgreSQL or RabbitMQ: name what does not answer (SAGA_DEV_PRIVATE_SERVERS=0)",
+    )
     args = parser.parse_args(argv)
 
     _die_with_parent()
@@ -71,6 +84,40 @@ def main(argv: list[str] | None = None) -> None:
         ),
     ]
 
+    # Until the services run, SIGTERM unwinds like Ctrl-C does, so a private server started meanwhile is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    infra = (
+        LocalInfrastructure(HOME, "saga-dev")
+        if args.no_private_servers
+        else _private_infrastructure(services[0].database_url, broker_url)
+    )
+    try:
+        _run(services, broker_url, args.host, infra)
+    finally:
+        if infra.started():
+            infra.stop()
+            print("saga-dev: private PostgreSQL and RabbitMQ stopped (their data stays in "
+                  f"{HOME}; make clean removes it).", flush=True)  # fmt: skip
+
+
+def _private_infrastructure(database_url: str, broker_url: str) -> LocalInfrastructure:
+    """Private servers for the URLs nothing answers at (none when everything answers)."""
+    try:
+        return LocalInfrastructure.ensure(
+            database_url,
+            split_broker_urls(broker_url)[0],
+            home=HOME,
+            node_name="saga-dev",
+            install=install_named,
+            log=lambda line: print(f"saga-dev: {line}", flush=True),
+        )
+    except (MissingPackages, RuntimeError, subprocess.CalledProcessError) as exc:
+        print(f"saga-dev: cannot start the missing infrastructure: {exc}", file=sys.stderr)
+        print(f"How to get it:\n{HOW_TO_GET_INFRASTRUCTURE}", file=sys.stderr)
+        sys.exit(1)
+
+
+def _run(services: list[ServiceProcess], broker_url: str, host: str, infra: LocalInfrastructure) -> None:
     problems = asyncio.run(_check_infrastructure(services[0].database_url, broker_url))
     if problems:
         print("saga-dev: cannot start, missing infrastructure:", *problems, sep="\n  ", file=sys.stderr)
@@ -81,14 +128,14 @@ def main(argv: list[str] | None = None) -> None:
         created = asyncio.run(ensure_database(service.database_url))
         print(f"saga-dev: {service.name} database {redact_url(service.database_url)}{' created' if created else ''}")
         upgrade(migrations_of(service.module), service.database_url)
-    _run_quietly([sys.executable, "-m", "customer_service", "seed"], services[1], broker_url, args.host)
+    _run_quietly([sys.executable, "-m", "customer_service", "seed"], services[1], broker_url, host)
 
-    children = [_start(service, broker_url, args.host) for service in services]
+    children = [_start(service, broker_url, host) for service in services]
     stop_requested = _install_stop_signals()
     try:
-        _wait_ready(services, args.host, children, stop_requested)
+        _wait_ready(services, host, children, stop_requested)
         if not stop_requested.is_set():
-            _print_banner(services, args.host)
+            _print_banner(services, host, infra.started())
         _supervise(children, stop_requested)
     finally:
         _stop(children)
@@ -187,13 +234,15 @@ def _wait_ready(
         time.sleep(0.2)
 
 
-def _print_banner(services: list[ServiceProcess], host: str) -> None:
+def _print_banner(services: list[ServiceProcess], host: str, private: list[str]) -> None:
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     order, customer = services
+    infrastructure = "".join(f"  {line} (started by saga-dev)\n" for line in private)
     print(
         "\nSaga services are up:\n"
         f"  order service     http://{shown}:{order.port}      (API docs: http://{shown}:{order.port}/docs)\n"
         f"  customer service  http://{shown}:{customer.port}      (API docs: http://{shown}:{customer.port}/docs)\n"
+        f"{infrastructure}"
         "Demo customers: 1 = Alice (rich, 1,000,000.00), 2 = Bob (poor, 10.00), 3 = Carol (500.00)\n"
         "Create an order, then read it back (it is fulfilled within a moment):\n"
         f"  curl -s -X POST http://{shown}:{order.port}/orders/ -H 'Content-Type: application/json' "

@@ -2,10 +2,11 @@
 and the services as real processes (started, probed, signalled, restarted).
 
 Nothing here touches names it did not create, so leftovers on the machine never change a result. Needs a
-PostgreSQL that lets the configured user create databases, and the machine's RabbitMQ: vhosts go through its
-management HTTP API when the plugin answers (milliseconds), else through `rabbitmqctl` (it boots an Erlang VM
-per call, about a second). The URLs come from SAGA_TEST_POSTGRES_URL, SAGA_TEST_RABBITMQ_URL and
-SAGA_TEST_RABBITMQ_API_URL.
+PostgreSQL that lets the configured user create databases, and a RabbitMQ: vhosts go through its management
+HTTP API when the plugin answers (milliseconds), else through `rabbitmqctl` (it boots an Erlang VM per call,
+about a second). The URLs come from SAGA_TEST_POSTGRES_URL, SAGA_TEST_RABBITMQ_URL and
+SAGA_TEST_RABBITMQ_API_URL; when nothing answers there, the tests start private servers (`infra`, from
+tests/conftest.py) and SAGA_TEST_RABBITMQ_NODE names the node `rabbitmqctl` talks to.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ import httpx
 
 from saga_common.db import drop_database, ensure_database
 from saga_common.migrations import upgrade
-from saga_dev.rabbit_cluster import pid_alive
+from saga_dev.rabbitmq_node import pid_alive
+from saga_dev.system_packages import fix_for
 
 POSTGRES_URL = os.environ.get("SAGA_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
 RABBITMQ_URL = os.environ.get("SAGA_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672")
@@ -51,11 +53,11 @@ def unique_name(prefix: str) -> str:
 
 
 def rabbitmqctl(*args: str, node: str | None = None) -> str:
+    """rabbitmqctl against the tests' broker: the private node when the tests started one, else the default."""
     binary = shutil.which("rabbitmqctl")
     if binary is None:
-        raise RuntimeError(
-            "rabbitmqctl is not on PATH: the tests need a local RabbitMQ (apt-get install rabbitmq-server)"
-        )
+        raise RuntimeError(f"rabbitmqctl is not on PATH: {fix_for('rabbitmq-server')}")
+    node = node or os.environ.get("SAGA_TEST_RABBITMQ_NODE")
     command = [binary, *(["-n", node] if node else []), *args]
     result = subprocess.run(command, capture_output=True, text=True, timeout=60)
     if result.returncode != 0:
