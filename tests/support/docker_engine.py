@@ -87,10 +87,11 @@ class DockerEngine:
         probe = subprocess.run([DOCKER, "version"], env=self.env, capture_output=True, timeout=10, check=False)
         return probe.returncode == 0
 
-    def start(self) -> None:
+    def start(self) -> bool:
+        """Start the daemon unless it answers already; True when this call started it (the caller stops it)."""
         require_engine()
         if self.running():
-            return
+            return False
         self._stop_stale()
         (self.root / "data").mkdir(parents=True, exist_ok=True)
         (self.root / "exec").mkdir(parents=True, exist_ok=True)
@@ -120,6 +121,7 @@ class DockerEngine:
                 tail = (self.root / "dockerd.log").read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"dockerd did not answer on {self.socket} within 60 s:\n{tail}")
             time.sleep(0.2)
+        return True
 
     def stop(self) -> None:
         pid = self._pid()
