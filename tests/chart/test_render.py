@@ -35,7 +35,12 @@ def test_renders_the_expected_objects(variant: str) -> None:
     kinds = {obj["kind"] for obj in rendered.objects}
     assert {"Deployment", "StatefulSet", "Service", "PodDisruptionBudget", "Job", "Pod"} <= kinds
     assert len(rendered.of_kind("StatefulSet")) == 3, "one PostgreSQL per service and RabbitMQ"
-    assert len([o for o in rendered.of_kind("Job") if hook_of(o) == "post-install,pre-upgrade"]) == 2
+    migrations = [
+        o
+        for o in rendered.of_kind("Job")
+        if o["metadata"]["labels"]["app.kubernetes.io/component"].endswith("-migrate")
+    ]
+    assert len(migrations) == 2 and not any(hook_of(o) for o in migrations), "plain Jobs of the release"
     assert [o["metadata"]["name"] for o in rendered.of_kind("Pod") if hook_of(o) == "test"]
     for component in ("jaeger", "prometheus", "grafana"):
         present = any(w.component == component for w in rendered.workloads())
@@ -58,7 +63,10 @@ def test_the_operations_run_as_cronjobs_by_default(default: Rendered) -> None:
     assert cronjobs["saga-prune"]["schedule"] == "30 3 * * *"
     assert all(spec["suspend"] is False and "timeZone" not in spec for spec in cronjobs.values())
     # Nothing else is scheduled: the deadline sweeper runs inside the order service; the Jobs are the migrations.
-    assert {j["metadata"]["name"] for j in default.of_kind("Job")} == {"saga-order-migrate", "saga-customer-migrate"}
+    assert {j["metadata"]["name"] for j in default.of_kind("Job")} == {
+        "saga-order-migrate-1",
+        "saga-customer-migrate-1",
+    }
 
 
 def test_a_value_set_that_disables_the_cronjobs_renders_none() -> None:

@@ -8,6 +8,8 @@ import uuid
 import asyncpg
 import httpx
 
+from order_service.cli import MIGRATIONS
+from saga_common.migrations import downgrade, upgrade
 from saga_dev.localstack import ServiceProcess, unique_name
 from tests.support.waiting import eventually
 
@@ -54,3 +56,33 @@ async def test_a_relay_that_fails_every_round_makes_the_service_unready_with_the
     finally:
         order.stop()
         await _drop_role(saga_env.databases.order_url, role)
+
+
+async def test_a_service_waits_on_readyz_until_its_migrations_have_run(saga_env):
+    """The chart's migration Job runs beside the rollout: a pod of a release whose schema is not there yet must
+    not be ready (old pods keep serving), and becomes ready once `migrate` has run."""
+    await asyncio.to_thread(downgrade, MIGRATIONS, saga_env.databases.order_url, "0001")
+    order = ServiceProcess("order_service", saga_env.databases.order_url, saga_env.broker_url)
+    await asyncio.to_thread(order.start, False)
+    try:
+        async with httpx.AsyncClient(timeout=5) as http:
+            waiting = await eventually(
+                lambda: http.get(f"{order.base_url}/readyz"),
+                until=lambda r: r.status_code == 503 and "schema" in r.json().get("reasons", {}),
+                timeout=30,
+                interval=0.2,
+                ignoring=(httpx.HTTPError,),
+                what="/readyz waiting for the schema",
+            )
+            assert "at revision 0001, this release needs 0002" in waiting.json()["reasons"]["schema"]
+            await asyncio.to_thread(upgrade, MIGRATIONS, saga_env.databases.order_url)
+            await eventually(
+                lambda: http.get(f"{order.base_url}/readyz"),
+                until=lambda r: r.status_code == 200,
+                timeout=30,
+                interval=0.2,
+                ignoring=(httpx.HTTPError,),
+                what="/readyz ready once migrated",
+            )
+    finally:
+        order.stop()

@@ -164,7 +164,7 @@ class ChartOnDocker:
         ]
 
     def migration_jobs(self) -> list[Workload]:
-        return [w for w in self.ours("Job") if (w.owner["metadata"].get("annotations") or {}).get("helm.sh/hook")]
+        return [w for w in self.ours("Job") if w.component.endswith("-migrate")]
 
     def run_migrations(self) -> None:
         for job in self.migration_jobs():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
@@ -32,6 +33,10 @@ def upgrade(migrations_dir: Path, database_url: str, revision: str = "head") -> 
     command.upgrade(alembic_config(migrations_dir, database_url), revision)
 
 
+def downgrade(migrations_dir: Path, database_url: str, revision: str) -> None:
+    command.downgrade(alembic_config(migrations_dir, database_url), revision)
+
+
 def pending_revision(migrations_dir: Path, database_url: str) -> tuple[str | None, str | None]:
     """(the database's revision, the latest one): equal when nothing is left to apply."""
     from alembic.script import ScriptDirectory
@@ -41,13 +46,45 @@ def pending_revision(migrations_dir: Path, database_url: str) -> tuple[str | Non
     async def current() -> str | None:
         conn = await asyncpg.connect(database_url, timeout=5)
         try:
-            if not await conn.fetchval("SELECT to_regclass('alembic_version') IS NOT NULL"):
-                return None
-            return await conn.fetchval("SELECT version_num FROM alembic_version")  # type: ignore[no-any-return]
+            return await current_revision(conn)
         finally:
             await conn.close()
 
     return asyncio.run(current()), head
+
+
+@dataclass(frozen=True)
+class SchemaHistory:
+    """What a release knows of its database's Alembic history: the head it needs and every revision it ships.
+
+    A database at the head, or at a revision this release does not know (a newer release migrated it: with
+    expand/contract migrations the older code still works on it), is ready; one at an older known revision,
+    or with no schema at all, is waiting for its migration, and the service says so on /readyz."""
+
+    head: str | None
+    known: frozenset[str]
+
+    @classmethod
+    def of(cls, migrations_dir: Path) -> SchemaHistory:
+        from alembic.script import ScriptDirectory
+
+        scripts = ScriptDirectory(str(migrations_dir))
+        return cls(scripts.get_current_head(), frozenset(r.revision for r in scripts.walk_revisions()))
+
+    def problem(self, current: str | None) -> str | None:
+        if self.head is None or current == self.head:
+            return None
+        if current is None:
+            return f"the database has no schema yet (this release needs revision {self.head}): waiting for migrate"
+        if current not in self.known:
+            return None  # newer than this release: expand/contract keeps it working
+        return f"the database schema is at revision {current}, this release needs {self.head}: waiting for migrate"
+
+
+async def current_revision(conn: asyncpg.Connection) -> str | None:
+    if not await conn.fetchval("SELECT to_regclass('alembic_version') IS NOT NULL"):
+        return None
+    return await conn.fetchval("SELECT version_num FROM alembic_version")  # type: ignore[no-any-return]
 
 
 def migration_engine(database_url: str) -> AsyncEngine:

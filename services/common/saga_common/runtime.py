@@ -18,6 +18,7 @@ from saga_common.broker import Broker, Session
 from saga_common.consumer import Consumer, Handler
 from saga_common.db import Database, create_pool
 from saga_common.messages import Event
+from saga_common.migrations import SchemaHistory, current_revision
 from saga_common.notifications import PgListener
 from saga_common.outbox import NOTIFY_CHANNEL, OutboxRelay, refresh_backlog_metrics
 from saga_common.settings import ServiceSettings
@@ -47,6 +48,9 @@ class ServiceSpec:
     notifications: dict[str, Callable[[str], None]] = field(default_factory=dict)
     # The key of the row a message's handler locks: a batch runs its handlers in this order (batch.py).
     lock_order: Callable[[Event], Any] = lambda event: event.order_id
+    # The migrations this release ships: /readyz waits until the database has them (the chart's migration Job
+    # runs beside the rollout, not before it). None: no check.
+    schema: SchemaHistory | None = None
 
 
 def topology_from(settings: ServiceSettings) -> Topology:
@@ -128,6 +132,7 @@ class ServiceRuntime:
         for channel, callback in spec.notifications.items():
             self.listener.subscribe(channel, callback)
         self.database_ok = False
+        self.schema_problem: str | None = None
         self._pool_started = False
         self._tasks: list[asyncio.Task[None]] = []
         self._relay_task: asyncio.Task[None] | None = None
@@ -179,6 +184,8 @@ class ServiceRuntime:
             "database": None if self.database_ok else "the database does not answer",
             "broker": None if self.broker.is_connected else "not connected to the broker",
         }
+        if self.spec.schema is not None:
+            checks["schema"] = self.schema_problem
         if self.consumer is not None:
             checks["consumer"] = None if self.consumer.is_consuming else f"not consuming {self.queues.work}"
         if self.relay is not None:
@@ -189,7 +196,9 @@ class ServiceRuntime:
         try:
             async with asyncio.timeout(2):
                 async with self.db.connection() as conn:
-                    await conn.fetchval("SELECT 1")
+                    revision = await current_revision(conn)
+            if self.spec.schema is not None:
+                self.schema_problem = self.spec.schema.problem(revision)
             return True
         except Exception:  # noqa: BLE001 - any failure means: not reachable now
             return False

@@ -5,15 +5,19 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from customer_service.api import router
+from customer_service.cli import MIGRATIONS
 from customer_service.handlers import HANDLERS, lock_order
 from customer_service.settings import CustomerSettings
+from saga_common.migrations import SchemaHistory
 from saga_common.runtime import ServiceSpec
 from saga_common.topology import CUSTOMER_SERVICE
 from saga_common.web import create_service_app
 
 
 def service_spec(settings: CustomerSettings) -> ServiceSpec:
-    return ServiceSpec(name=CUSTOMER_SERVICE, handlers=HANDLERS, lock_order=lock_order)
+    return ServiceSpec(
+        name=CUSTOMER_SERVICE, handlers=HANDLERS, lock_order=lock_order, schema=SchemaHistory.of(MIGRATIONS)
+    )
 
 
 def create_app(settings: CustomerSettings | None = None) -> FastAPI:

@@ -5,11 +5,13 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from order_service.api import router
+from order_service.cli import MIGRATIONS
 from order_service.handlers import HANDLERS
 from order_service.jobs import order_jobs
 from order_service.settings import OrderSettings
 from order_service.waiters import NOTIFY_CHANNEL as WAITERS_CHANNEL
 from order_service.waiters import OutcomeWaiters
+from saga_common.migrations import SchemaHistory
 from saga_common.runtime import ServiceSpec
 from saga_common.topology import ORDER_SERVICE
 from saga_common.web import create_service_app
@@ -21,6 +23,7 @@ def service_spec(settings: OrderSettings, waiters: OutcomeWaiters) -> ServiceSpe
         handlers=HANDLERS,
         jobs=order_jobs(settings),
         notifications={WAITERS_CHANNEL: waiters.notify},
+        schema=SchemaHistory.of(MIGRATIONS),
     )
 
 
