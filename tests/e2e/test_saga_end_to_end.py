@@ -76,6 +76,7 @@ async def test_the_seed_request_works_as_written(saga, http):
     assert ready.status_code == 200 and ready.json()["checks"] == {
         "database": True,
         "broker": True,
+        "schema": True,
         "consumer": True,
         "outbox_relay": True,
     }
