@@ -24,12 +24,8 @@ from tests.chart.conftest import ALL_VARIANTS, rendered_variant, require_tool
 from tests.chart.saga_chart import Rendered, render
 
 RABBITMQ_LIB = Path("/usr/lib/rabbitmq/lib")
-# Keys newer than the RabbitMQ whose schemas this machine has (Debian 12: 3.10), with the release that
-# brought them; the image runs 4.1.
-NEWER_KEYS = {
-    "quorum_queue.continuous_membership_reconciliation.enabled": "3.13",
-    "quorum_queue.continuous_membership_reconciliation.target_group_size": "3.13",
-}
+# The configuration must boot the chart's default (4.1) and the broker the cluster tier runs (Debian 12's
+# 3.10, whose schemas this machine has): no key newer than 3.10.
 
 
 def rabbitmq(rendered: Rendered) -> tuple[dict, dict, Rendered]:
@@ -107,23 +103,20 @@ def test_every_rabbitmq_conf_key_is_known_to_rabbitmq() -> None:
     _, data, _ = rabbitmq(rendered_variant("defaults"))
     lines = [line for line in data["rabbitmq.conf"].splitlines() if "=" in line and not line.startswith("#")]
     keys = [line.split("=", 1)[0].strip() for line in lines]
-    assert len(keys) > 10 and set(NEWER_KEYS) <= set(keys)
-    unknown = [key for key in keys if key not in NEWER_KEYS and not any(p.match(key) for p in patterns)]
+    assert len(keys) > 10
+    unknown = [key for key in keys if not any(p.match(key) for p in patterns)]
     assert not unknown, f"keys RabbitMQ's schema does not know: {unknown}"
-    assert data["enabled_plugins"].strip() == "[rabbitmq_management,rabbitmq_peer_discovery_k8s,rabbitmq_prometheus]."
+    assert data["enabled_plugins"].strip() == "[rabbitmq_management,rabbitmq_prometheus]."
 
 
 @pytest.mark.parametrize("variant", ALL_VARIANTS)
 def test_node_names_and_peer_discovery_agree(variant: str) -> None:
-    """RabbitMQ 4.1+ peer discovery: a node derives the seed's name from its own (ordinal -> 0), so the node
-    names must be the pods' DNS names under the headless Service, which answers for pods not ready yet."""
+    """Every node names the node of ordinal 0 as its seed, by the pod's DNS name under the headless Service
+    (which answers for pods not ready yet), and the node names are those names."""
     statefulset, data, rendered = rabbitmq(rendered_variant(variant))
     conf = dict(line.split(" = ", 1) for line in data["rabbitmq.conf"].splitlines() if " = " in line)
-    assert conf["cluster_formation.peer_discovery_backend"] == "rabbit_peer_discovery_k8s"
-    assert not [key for key in conf if key.startswith("cluster_formation.k8s.")], "4.1 ignores the API settings"
-    nodes = statefulset["spec"]["replicas"]
-    if nodes > 1:
-        assert conf["quorum_queue.continuous_membership_reconciliation.target_group_size"] == str(nodes)
+    assert conf["cluster_formation.peer_discovery_backend"] == "classic_config"
+    assert not [key for key in conf if key.startswith("cluster_formation.k8s.")], "no Kubernetes API"
     headless = rendered.get("Service", statefulset["spec"]["serviceName"])
     assert headless["spec"]["publishNotReadyAddresses"] is True, "peers must find nodes that are not ready yet"
     container = statefulset["spec"]["template"]["spec"]["containers"][0]
@@ -132,11 +125,18 @@ def test_node_names_and_peer_discovery_agree(variant: str) -> None:
     namespace = statefulset["metadata"]["namespace"]
     domain = rendered.values.get("clusterDomain", "cluster.local")
     assert env["RABBITMQ_NODENAME"] == f"rabbit@$(POD_NAME).{headless['metadata']['name']}.{namespace}.svc.{domain}"
+    seed = env["RABBITMQ_NODENAME"].replace("$(POD_NAME)", f"{statefulset['metadata']['name']}-0")
+    assert conf["cluster_formation.classic_config.nodes.1"] == seed
+    assert (
+        int(conf["cluster_formation.discovery_retry_limit"]) * int(conf["cluster_formation.discovery_retry_interval"])
+        >= 60_000
+    )
+    assert container["command"] == ["sh", "/scripts/run.sh"] and "exec rabbitmq-server" in data["run.sh"]
+    # A new node other than the seed boots only once the seed runs (3.10's discovery lock deadlocked without).
+    assert f'seed="{seed}"' in data["run.sh"] and '--node "$seed" check_running' in data["run.sh"]
     assert conf["definitions.local.path"].startswith(
         next(m["mountPath"] for m in container["volumeMounts"] if m["name"] == "definitions")
     )
-    tag = container["image"].split(":", 1)[1]
-    assert tuple(int(part) for part in tag.split("-")[0].split(".")[:2]) >= (4, 1), f"{tag}: peer discovery v2"
     roles = {role["metadata"]["name"] for role in rendered.of_kind("Role")}
     assert statefulset["metadata"]["name"] not in roles, "RabbitMQ needs no access to the Kubernetes API"
     assert statefulset["spec"]["podManagementPolicy"] == "Parallel"

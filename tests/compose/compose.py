@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.support.docker_engine import DockerEngine
+from saga_dev.docker_engine import DockerEngine
 from tests.support.otlp import ReceivedSpan, decode
 
 ROOT = Path(__file__).resolve().parents[2]

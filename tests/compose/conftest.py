@@ -14,8 +14,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from saga_dev.docker_engine import DockerEngine
 from tests.compose.compose import Compose
-from tests.support.docker_engine import DockerEngine
 
 
 def say(line: str) -> None:

@@ -14,9 +14,9 @@ from decimal import Decimal
 import httpx
 import pytest
 
+from saga_dev.docker_engine import DockerEngine
 from tests.compose.compose import Compose, busy_ports
 from tests.compose.conftest import say
-from tests.support.docker_engine import DockerEngine
 from tests.support.saga_client import SEED_ORDER, SagaClient
 
 ORDER_URL = "http://127.0.0.1:8001"

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import pytest
 
+from saga_dev.docker_engine import DOCKER, DockerEngine
 from tests.chart.saga_chart import ROOT, Rendered
 from tests.images.stack import IMAGE_TAG, OUR_IMAGES, ChartOnDocker, new_stack
-from tests.support.docker_engine import DOCKER, DockerEngine
 from tests.support.kubelet import Kubelet
 from tests.support.otlp import OtlpReceiver
 

@@ -65,9 +65,13 @@ with the routing keys the service owns, and to its own requeue exchange; consume
 {{- $exchanges = prepend $exchanges (dict "name" $sagaExchange "vhost" $vhostName "type" "topic" "durable" true "auto_delete" false "internal" false "arguments" (dict)) }}
 {{- $vhost := dict "name" $vhostName "default_queue_type" "quorum" "metadata" (dict "description" "saga" "default_queue_type" "quorum") -}}
 rabbitmq.conf: |
-  # RabbitMQ 4.1+: the node of the lowest ordinal (-0) forms the cluster, every other node joins it by the name
-  # it derives from its own (rabbit@<statefulset>-0.<domain>); nothing is asked of the Kubernetes API.
-  cluster_formation.peer_discovery_backend = rabbit_peer_discovery_k8s
+  # Cluster formation that RabbitMQ 3.10 to 4.x all accept, asking nothing of the Kubernetes API: every node
+  # names the node of ordinal 0 as its one seed; node 0 forms the cluster, the others keep trying to join it
+  # once it runs (run.sh waits for it; the headless Service resolves pods that are not ready yet).
+  cluster_formation.peer_discovery_backend = classic_config
+  cluster_formation.classic_config.nodes.1 = {{ include "saga.rabbitmq.seedNode" . }}
+  cluster_formation.discovery_retry_limit = 60
+  cluster_formation.discovery_retry_interval = 2000
   cluster_partition_handling = pause_minority
   definitions.import_backend = local_filesystem
   definitions.local.path = /var/run/rabbitmq-definitions/definitions.json
@@ -77,18 +81,45 @@ rabbitmq.conf: |
   # The node's RAM is not what the container may use: the watermark is a fraction of the container's limit.
   total_memory_available_override_value = {{ include "saga.rabbitmq.memoryBytes" .Values.rabbitmq.resources.limits.memory }}
   vm_memory_high_watermark.relative = {{ .Values.rabbitmq.memoryHighWatermark }}
-  {{- if gt (int .Values.rabbitmq.replicas) 1 }}
-  # A queue declared while only some nodes had joined grows to every node once they have.
-  quorum_queue.continuous_membership_reconciliation.enabled = true
-  quorum_queue.continuous_membership_reconciliation.target_group_size = {{ .Values.rabbitmq.replicas }}
-  {{- end }}
   log.console = true
   log.console.level = info
   log.file = false
 enabled_plugins: |
-  [rabbitmq_management,rabbitmq_peer_discovery_k8s,rabbitmq_prometheus].
+  [rabbitmq_management,rabbitmq_prometheus].
 definitions.template.json: |
   {{- dict "users" $users "vhosts" (list $vhost) "permissions" $permissions "topic_permissions" $topicPermissions "exchanges" $exchanges "queues" $queues "bindings" $bindings | toPrettyJson | nindent 2 }}
+run.sh: |
+  #!/bin/sh
+  # The node's command. Node 0 declares the quorum queues (from the definitions) before the others have joined,
+  # and RabbitMQ before 3.13 never adds a joining node to an existing queue: once this node runs in the cluster,
+  # it makes itself a member of every quorum queue of the vhost (`rabbitmq-queues grow`, idempotent), checking
+  # until it is in all of them. Then, or meanwhile, the server runs as the image's command would.
+  set -eu
+  (
+    self="$RABBITMQ_NODENAME"
+    for attempt in $(seq 1 120); do
+      sleep 5
+      rabbitmq-diagnostics --quiet check_running >/dev/null 2>&1 || continue
+      queues=$(rabbitmqctl --quiet list_queues --no-table-headers -p {{ .Values.rabbitmq.vhost | quote }} type members 2>/dev/null) || continue
+      quorum=$(printf '%s\n' "$queues" | grep '^quorum' || true)
+      [ -n "$quorum" ] || continue
+      if ! printf '%s\n' "$quorum" | grep -vq -- "$self"; then
+        echo "member of every quorum queue ($(printf '%s\n' "$quorum" | wc -l) queues)"
+        exit 0
+      fi
+      rabbitmq-queues --quiet grow "$self" all --vhost-pattern '.*' --queue-pattern '.*' >/dev/null 2>&1 || true
+    done
+    echo "not a member of every quorum queue after 10 minutes" >&2
+  ) &
+  # A new node other than the seed boots only once the seed runs. Before 3.13, peer discovery holds a
+  # cluster-wide lock while it waits for a peer to join: a joining node held it waiting for the seed, and the
+  # seed waited for the lock (seen on 3.10, no node booted). A node with data of its own rejoins without it.
+  seed={{ include "saga.rabbitmq.seedNode" . | quote }}
+  if [ "$RABBITMQ_NODENAME" != "$seed" ] && [ -z "$(ls -A "/var/lib/rabbitmq/mnesia/$RABBITMQ_NODENAME" 2>/dev/null)" ]; then
+    echo "a new node: waiting until the seed $seed runs, then joining it"
+    until rabbitmq-diagnostics --quiet --node "$seed" check_running >/dev/null 2>&1; do sleep 2; done
+  fi
+  exec rabbitmq-server
 write-definitions.sh: |
   #!/bin/sh
   # Before RabbitMQ starts: install the Erlang cookie, then write the definitions the node imports at boot,
@@ -115,6 +146,11 @@ write-definitions.sh: |
     "$DEFINITIONS_TEMPLATE" > "$DEFINITIONS_FILE.tmp"
   mv "$DEFINITIONS_FILE.tmp" "$DEFINITIONS_FILE"
   echo "definitions written for {{ len $users }} users"
+{{- end }}
+
+{{/* The node of ordinal 0, the seed of the cluster: rabbit@<statefulset>-0.<headless service>.<namespace>.svc.<domain>. */}}
+{{- define "saga.rabbitmq.seedNode" -}}
+rabbit@{{ include "saga.componentName" (dict "root" . "component" "rabbitmq") }}-0.{{ include "saga.rabbitmq.headless" . }}.{{ .Release.Namespace }}.svc.{{ .Values.clusterDomain }}
 {{- end }}
 
 {{/* A Kubernetes memory quantity (768Mi, 1Gi, 805306368) in bytes, for RabbitMQ's memory settings. */}}

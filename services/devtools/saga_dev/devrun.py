@@ -96,8 +96,11 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         if infra.started():
             infra.stop()
-            print("saga-dev: private PostgreSQL and RabbitMQ stopped (their data stays in "
-                  f"{HOME}; make clean removes it).", flush=True)  # fmt: skip
+            print(
+                "saga-dev: private PostgreSQL and RabbitMQ stopped (their data stays in "
+                f"{HOME}; make clean removes it).",
+                flush=True,
+            )
 
 
 def _private_infrastructure(database_url: str, broker_url: str) -> LocalInfrastructure:

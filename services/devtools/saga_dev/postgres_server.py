@@ -78,10 +78,16 @@ class PrivatePostgres:
             shutil.chown(self.base, user.pw_uid, user.pw_gid)
             self.base.chmod(0o700)
         _run(
-            [str(bin_dir() / "initdb"), f"--pgdata={self.data}", f"--username={SUPERUSER}", "--auth=trust",
-             "--encoding=UTF8", "--locale=C.UTF-8"],
+            [
+                str(bin_dir() / "initdb"),
+                f"--pgdata={self.data}",
+                f"--username={SUPERUSER}",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",
+            ],
             self.base,
-        )  # fmt: skip
+        )
         (self.data / "pg_hba.conf").write_text(PG_HBA)
         if os.geteuid() == 0:
             shutil.chown(self.data / "pg_hba.conf", SUPERUSER, SUPERUSER)
@@ -91,11 +97,18 @@ class PrivatePostgres:
             self.init()
         options = f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.base}"
         _run(
-            [str(bin_dir() / "pg_ctl"), f"--pgdata={self.data}", f"--log={self.log}", f"--options={options}",
-             "--wait", f"--timeout={int(timeout)}", "start"],
+            [
+                str(bin_dir() / "pg_ctl"),
+                f"--pgdata={self.data}",
+                f"--log={self.log}",
+                f"--options={options}",
+                "--wait",
+                f"--timeout={int(timeout)}",
+                "start",
+            ],
             self.base,
             timeout=timeout + 10,
-        )  # fmt: skip
+        )
 
     def running(self) -> bool:
         status = subprocess.run(
@@ -138,8 +151,14 @@ class PostgresServer:
             ours = self.data_directory.parent / "postgresql.log"
             log = ours if ours.exists() else self.data_directory / "postgresql.log"
             mode = ["--mode=fast"] if action != "start" else []
-            return [str(bin_dir() / "pg_ctl"), f"--pgdata={self.data_directory}", f"--log={log}", *mode, "--wait",
-                    action]  # fmt: skip
+            return [
+                str(bin_dir() / "pg_ctl"),
+                f"--pgdata={self.data_directory}",
+                f"--log={log}",
+                *mode,
+                "--wait",
+                action,
+            ]
         cluster = self.config_file.parent.name  # /etc/postgresql/<major>/<cluster>/postgresql.conf
         return ["pg_ctlcluster", "--skip-systemctl-redirect", str(self.major), cluster, action]
 

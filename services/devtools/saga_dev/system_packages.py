@@ -60,6 +60,31 @@ PACKAGES = (
         ("/usr/sbin/dockerd", "/usr/bin/docker"),
         TEST,
     ),
+    # The cluster tier's single-node Kubernetes (services/devtools/saga_dev/node).
+    Package(
+        "libseccomp-dev",
+        "the cluster tier builds runc with seccomp (cgo)",
+        ("/usr/include/seccomp.h",),
+        TEST,
+    ),
+    Package(
+        "containernetworking-plugins",
+        "the cluster tier's pod network: the bridge, host-local, portmap and loopback CNI plugins",
+        ("/usr/lib/cni/bridge", "/usr/lib/cni/host-local", "/usr/lib/cni/portmap", "/usr/lib/cni/loopback"),
+        TEST,
+    ),
+    Package("conntrack", "kube-proxy clears stale UDP flows with it (cluster tier)", ("/usr/sbin/conntrack",), TEST),
+    Package("ipset", "kube-router enforces NetworkPolicies with ipsets (cluster tier)", ("/usr/sbin/ipset",), TEST),
+    Package("iptables", "kube-proxy and kube-router (cluster tier)", ("/usr/sbin/iptables",), TEST),
+    Package("iproute2", "the cluster tier's network namespace and veth pair", ("/usr/sbin/ip",), TEST),
+    Package("socat", "the cluster tier's API server, reached from the machine's loopback", ("/usr/bin/socat",), TEST),
+    Package(
+        "busybox-static",
+        "the shell of the cluster tier's volume helper image (local-path-provisioner)",
+        ("/bin/busybox",),
+        TEST,
+    ),
+    Package("gcc", "the cluster tier's pause image (a static C program) and runc's cgo", ("/usr/bin/gcc",), TEST),
     Package(
         "debootstrap",
         "the local Debian base image for the images and compose tiers (no registry image can be pulled)",

@@ -1,8 +1,10 @@
 #!/bin/sh
-# The part of the official image's docker-entrypoint.sh that docker/compose.yaml relies on: an empty PGDATA is
-# initialised with POSTGRES_USER (default postgres) and POSTGRES_PASSWORD, connections from the network are
-# authenticated with POSTGRES_HOST_AUTH_METHOD (default scram-sha-256, which then needs a password), POSTGRES_DB
-# (default: the user's name) is created, then the server runs in the foreground as the postgres user.
+# The part of the official image's docker-entrypoint.sh that docker/compose.yaml and the chart rely on: an empty
+# PGDATA is initialised with POSTGRES_USER (default postgres) and POSTGRES_PASSWORD, connections from the network
+# are authenticated with POSTGRES_HOST_AUTH_METHOD (default scram-sha-256, which then needs a password),
+# POSTGRES_DB (default: the user's name) is created, then the server runs in the foreground as the postgres user.
+# Started as root (compose) it owns the directories to postgres and drops to it; started as postgres (the
+# chart's pod, uid 999, read-only root) it changes nothing outside PGDATA.
 # One addition for a shared host network: POSTGRES_LISTEN_ADDRESSES (default *), the addresses to bind.
 set -eu
 user="${POSTGRES_USER:-postgres}"
@@ -12,14 +14,19 @@ if [ "$method" != trust ] && [ -z "${POSTGRES_PASSWORD:-}" ]; then
     echo "error: POSTGRES_PASSWORD is not set (set it, or POSTGRES_HOST_AUTH_METHOD=trust)" >&2
     exit 1
 fi
-mkdir -p "$PGDATA" /run/postgresql
-chown -R postgres:postgres "$PGDATA" /run/postgresql
+if [ "$(id -u)" = 0 ]; then
+    mkdir -p "$PGDATA" /run/postgresql
+    chown -R postgres:postgres "$PGDATA" /run/postgresql
+    run() { setpriv --reuid=postgres --regid=postgres --init-groups "$@"; }
+else
+    mkdir -p "$PGDATA"
+    run() { "$@"; }
+fi
 chmod 700 "$PGDATA"
-run() { setpriv --reuid=postgres --regid=postgres --init-groups "$@"; }
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
     pwfile=$(mktemp)
     printf '%s\n' "${POSTGRES_PASSWORD:-}" >"$pwfile"
-    chown postgres "$pwfile"
+    [ "$(id -u)" != 0 ] || chown postgres "$pwfile"
     if [ -n "${POSTGRES_PASSWORD:-}" ]; then
         run initdb --username="$user" --pwfile="$pwfile" --auth-local=trust --auth-host="$method" >/dev/null
     else
@@ -37,7 +44,11 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
 fi
 if [ "$1" = postgres ]; then
     shift
-    exec setpriv --reuid=postgres --regid=postgres --init-groups \
-        postgres -D "$PGDATA" -c listen_addresses="${POSTGRES_LISTEN_ADDRESSES:-*}" "$@"
+    if [ "$(id -u)" = 0 ]; then
+        set -- setpriv --reuid=postgres --regid=postgres --init-groups postgres "$@"
+    else
+        set -- postgres "$@"
+    fi
+    exec "$@" -D "$PGDATA" -c listen_addresses="${POSTGRES_LISTEN_ADDRESSES:-*}"
 fi
 exec "$@"

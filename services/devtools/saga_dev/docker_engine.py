@@ -8,7 +8,7 @@ runs, so a second run finds its base images and build cache. When the official P
 (no registry), a local stand-in is made: debootstrap from the Debian mirror apt already uses, `docker import`,
 then docker/local-base/python.Dockerfile.
 
-By hand: `python -m tests.support.docker_engine start|base|stop` (start prints the DOCKER_HOST to export).
+By hand: `python -m saga_dev.docker_engine start|base|stop` (start prints the DOCKER_HOST to export).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 
 from saga_dev.system_packages import fix_for, missing
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(os.environ.get("SAGA_REPO_ROOT", Path(__file__).resolve().parents[3]))
 OFFICIAL_PYTHON_IMAGE = "python:3.11.13-slim-bookworm"
 LOCAL_DEBIAN_IMAGE = "local/debian:bookworm"
 LOCAL_PYTHON_IMAGE = "local/python:3.11-bookworm"
@@ -257,7 +257,7 @@ def main(argv: list[str]) -> int:
         case ["stop"]:
             engine.stop()
         case _:
-            print("usage: python -m tests.support.docker_engine start|base|stop", file=sys.stderr)
+            print("usage: python -m saga_dev.docker_engine start|base|stop", file=sys.stderr)
             return 2
     return 0
 
