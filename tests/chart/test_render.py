@@ -253,3 +253,20 @@ def test_every_object_fits_in_a_client_side_apply_annotation(variant: str) -> No
         f"{largest} is {sizes[largest]} bytes: {sizes[largest] / APPLY_ANNOTATION_LIMIT:.0%} of kubectl apply's "
         "256 KiB annotation limit; split it (e.g. one ConfigMap per dashboard) or apply server-side"
     )
+
+
+def test_the_schema_describes_each_value_as_values_yaml_does() -> None:
+    """The schema's description (what editors and `helm lint` show) says what the `## @param` line says: it
+    starts it, or is started by it up to its first parenthesis. (Copies once called four images "Grafana".)"""
+    text = (CHART_DIR / "values.yaml").read_text()
+    schema = chart().schema
+    assert schema is not None
+    differing = []
+    for path, documented in re.findall(r"^\s*## @param (\S+) (.*)$", text, flags=re.MULTILINE):
+        node = schema
+        for part in path.split("."):
+            node = node["properties"][part]
+        described = node.get("description", "")
+        if described.rstrip(".") not in documented and documented.split(" (")[0].rstrip(".") not in described:
+            differing.append(f"{path}: schema {described!r}, values.yaml {documented!r}")
+    assert differing == []
