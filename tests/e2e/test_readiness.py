@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 
 import asyncpg
 import httpx
@@ -36,20 +37,31 @@ async def _drop_role(database_url: str, role: str) -> None:
         await conn.close()
 
 
+def unready_for(check: str) -> Callable[[httpx.Response], bool]:
+    return lambda r: r.status_code == 503 and check in r.json().get("reasons", {})
+
+
+async def readyz_until(
+    http: httpx.AsyncClient, service: ServiceProcess, until: Callable[[httpx.Response], bool], what: str
+) -> httpx.Response:
+    """/readyz of a service that is starting, polled until `until` holds (30 s)."""
+    return await eventually(
+        lambda: http.get(f"{service.base_url}/readyz"),
+        until=until,
+        timeout=30,
+        interval=0.2,
+        ignoring=(httpx.HTTPError,),
+        what=what,
+    )
+
+
 async def test_a_relay_that_fails_every_round_makes_the_service_unready_with_the_reason(saga_env):
     role, url = await _role_without_table_privileges(saga_env.databases.order_url)
     order = ServiceProcess("order_service", url, saga_env.broker_url, extra_env={"SAGA_RELAY_UNREADY_AFTER_S": "1"})
     await asyncio.to_thread(order.start, False)
     try:
         async with httpx.AsyncClient(timeout=5) as http:
-            seen = await eventually(
-                lambda: http.get(f"{order.base_url}/readyz"),
-                until=lambda r: r.status_code == 503 and "outbox_relay" in r.json().get("reasons", {}),
-                timeout=30,
-                interval=0.2,
-                ignoring=(httpx.HTTPError,),
-                what="/readyz names the failing outbox relay",
-            )
+            seen = await readyz_until(http, order, unready_for("outbox_relay"), "/readyz names the failing relay")
             body = seen.json()
             assert body["checks"]["database"] is True and body["checks"]["outbox_relay"] is False
             assert "permission denied for table outbox" in body["reasons"]["outbox_relay"]
@@ -66,23 +78,9 @@ async def test_a_service_waits_on_readyz_until_its_migrations_have_run(saga_env)
     await asyncio.to_thread(order.start, False)
     try:
         async with httpx.AsyncClient(timeout=5) as http:
-            waiting = await eventually(
-                lambda: http.get(f"{order.base_url}/readyz"),
-                until=lambda r: r.status_code == 503 and "schema" in r.json().get("reasons", {}),
-                timeout=30,
-                interval=0.2,
-                ignoring=(httpx.HTTPError,),
-                what="/readyz waiting for the schema",
-            )
+            waiting = await readyz_until(http, order, unready_for("schema"), "/readyz waiting for the schema")
             assert "at revision 0001, this release needs 0002" in waiting.json()["reasons"]["schema"]
             await asyncio.to_thread(upgrade, MIGRATIONS, saga_env.databases.order_url)
-            await eventually(
-                lambda: http.get(f"{order.base_url}/readyz"),
-                until=lambda r: r.status_code == 200,
-                timeout=30,
-                interval=0.2,
-                ignoring=(httpx.HTTPError,),
-                what="/readyz ready once migrated",
-            )
+            await readyz_until(http, order, lambda r: r.status_code == 200, "/readyz ready once migrated")
     finally:
         order.stop()
