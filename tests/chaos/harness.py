@@ -54,8 +54,8 @@ from saga_dev.load import LoadStats, OrderLoad
 from saga_dev.load_background import BackgroundLoad
 from saga_dev.localstack import POSTGRES_URL, Databases, ServiceProcess, unique_name
 from saga_dev.postgres_server import PostgresServer
+from saga_dev.probes import port_open
 from saga_dev.rabbit_cluster import RabbitCluster
-from saga_dev.rabbitmq_node import port_open
 from saga_tools import invariants
 from saga_tools.tokens import LocalIdentity
 from tests.support.tcp_proxy import TcpProxy

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import threading
 import time
@@ -21,6 +20,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from saga_dev.probes import free_port, port_open
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "saga"
@@ -230,15 +231,3 @@ def pod_problems(pod: dict[str, Any]) -> list[str]:
         if last:
             reasons.append(f"{container['name']} last exit {last.get('exitCode')} ({last.get('reason')})")
     return reasons
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from saga_dev.localstack import Databases, Vhost, free_port, unique_name
-from saga_dev.rabbitmq_node import port_open
+from saga_dev.probes import port_open
 from tests.support.saga_client import SEED_ORDER
 from tests.support.waiting import wait_until
 

@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from saga_dev.probes import pid_alive
 from saga_dev.system_packages import fix_for, missing
 
 ROOT = Path(os.environ.get("SAGA_REPO_ROOT", Path(__file__).resolve().parents[3]))
@@ -130,7 +131,7 @@ class DockerEngine:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and _alive(pid):
+        while time.monotonic() < deadline and pid_alive(pid):
             time.sleep(0.2)
 
     def _pid(self) -> int | None:
@@ -142,7 +143,7 @@ class DockerEngine:
     def _stop_stale(self) -> None:
         """A daemon of ours that no longer answers (killed test run): end it before starting a new one."""
         pid = self._pid()
-        if pid is not None and _alive(pid):
+        if pid is not None and pid_alive(pid):
             self.stop()
         with contextlib.suppress(FileNotFoundError):
             self.socket.unlink()
@@ -235,14 +236,6 @@ def debian_mirror() -> str:
             if len(parts) >= 3 and parts[0] == "deb" and parts[2] == "bookworm":
                 return next(p for p in parts[1:] if "://" in p)
     raise RuntimeError("no Debian bookworm mirror in apt's sources: cannot debootstrap a base image")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def main(argv: list[str]) -> int:

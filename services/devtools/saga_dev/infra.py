@@ -24,7 +24,8 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from saga_dev.postgres_server import PrivatePostgres
-from saga_dev.rabbitmq_node import SERVER, RabbitNode, free_port, pid_alive, port_open, short_hostname
+from saga_dev.probes import free_port, pid_alive, port_open
+from saga_dev.rabbitmq_node import SERVER, RabbitNode, short_hostname
 from saga_dev.system_packages import fix_for, missing
 
 LOOPBACK_NAMES = {"localhost": "127.0.0.1", "ip6-localhost": "127.0.0.1"}

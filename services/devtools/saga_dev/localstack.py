@@ -34,7 +34,7 @@ import httpx
 
 from saga_common.db import drop_database, ensure_database
 from saga_common.migrations import upgrade
-from saga_dev.rabbitmq_node import pid_alive
+from saga_dev.probes import free_port, pid_alive
 from saga_dev.system_packages import fix_for
 
 POSTGRES_URL = os.environ.get("SAGA_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
@@ -231,12 +231,6 @@ class SagaEnvironment:
 
 
 LOG_DIR = Path(os.environ.get("SAGA_TEST_LOG_DIR", "/tmp/saga-test-logs"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

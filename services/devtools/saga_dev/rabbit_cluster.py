@@ -30,13 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
+from saga_dev.probes import free_port, pid_alive
 from saga_dev.rabbitmq_node import (
     BOOT_TIMEOUT_S,
     SERVER,
     RabbitNode,
-    free_port,
     is_our_beam,
-    pid_alive,
     rabbitmqctl,
     short_hostname,
 )

@@ -19,33 +19,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from saga_dev.probes import pid_alive, port_open
+
 SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"  # not /usr/sbin's wrapper, which refuses users but rabbitmq
 CTL = "/usr/sbin/rabbitmqctl"
 USER = "rabbitmq"
 BOOT_TIMEOUT_S = 90.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def port_open(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host, port)) == 0
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this id exists (signal 0 checks without sending anything)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def rabbitmqctl(*args: str, node: str, timeout: float = 60, check: bool = True) -> str:

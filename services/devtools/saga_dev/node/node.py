@@ -40,6 +40,7 @@ from typing import Any
 from saga_dev.node.build import binary
 from saga_dev.node.images import HELPER, PAUSE, Archive
 from saga_dev.node.parts import KUBERNETES_VERSION
+from saga_dev.probes import pid_alive
 
 NODE_NAME = "saga-node"
 NETNS = "saga-node"
@@ -64,14 +65,6 @@ def _run(command: list[str], *, check: bool = True, timeout: float = 120, **kwar
     if check and result.returncode != 0:
         raise NodeError(f"{' '.join(command)} failed ({result.returncode}): {result.stderr.strip() or result.stdout}")
     return result.stdout
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
 
 
 def in_namespace(function: Callable[[], Any]) -> Any:
@@ -216,15 +209,15 @@ class Node:
 
     def _stop(self, name: str, timeout_s: float = 20) -> None:
         pid = self._pid(name)
-        if pid is not None and _alive(pid):
+        if pid is not None and pid_alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
             deadline = time.monotonic() + timeout_s
-            while _alive(pid) and time.monotonic() < deadline:
+            while pid_alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.1)
                 with contextlib.suppress(ChildProcessError):
                     os.waitpid(pid, os.WNOHANG)
-            if _alive(pid):
+            if pid_alive(pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
         self.pid_file(name).unlink(missing_ok=True)
@@ -252,7 +245,7 @@ class Node:
     )
 
     def running(self) -> list[str]:
-        return [name for name in self.COMPONENTS if (pid := self._pid(name)) is not None and _alive(pid)]
+        return [name for name in self.COMPONENTS if (pid := self._pid(name)) is not None and pid_alive(pid)]
 
     def is_up(self) -> bool:
         if self.running() != list(self.COMPONENTS):
