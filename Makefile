@@ -82,7 +82,7 @@ bench: $(INSTALLED) ## the benchmark: every scenario, the machine's limit, a 5-m
 	$(BIN)/saga-bench --scenarios closed-1x,open-100,open-300,closed-2x,hotspot,tracing,tracing-10%,cluster,soak
 
 asyncapi: $(INSTALLED) ## regenerate docs/asyncapi.yaml (the message contract, AsyncAPI 3.0) from the code
-	$(BIN)/python -m saga_common.asyncapi > docs/asyncapi.yaml.tmp
+	$(BIN)/python -m saga_dev.asyncapi > docs/asyncapi.yaml.tmp
 	mv docs/asyncapi.yaml.tmp docs/asyncapi.yaml
 
 chart-readme: $(INSTALLED) ## regenerate charts/saga/README.md (the table of values) from values.yaml

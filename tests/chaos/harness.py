@@ -49,7 +49,7 @@ import aio_pika
 import asyncpg
 import httpx
 
-from saga_common.topology import CUSTOMER_SERVICE, ORDER_SERVICE
+from saga_common.contract.topology import CUSTOMER_SERVICE, ORDER_SERVICE
 from saga_dev.load import LoadStats, OrderLoad
 from saga_dev.load_background import BackgroundLoad
 from saga_dev.localstack import POSTGRES_URL, Databases, ServiceProcess, unique_name

@@ -367,7 +367,7 @@ def poison_messages() -> list[tuple[str, bytes, str, str]]:
 async def test_poison_messages_are_dead_lettered_with_their_reason_and_block_nothing(
     chaos: ChaosEnvironment,
 ) -> None:
-    from saga_common.consumer import CATEGORY_HEADER, REASON_HEADER, SOURCE_QUEUE_HEADER
+    from saga_common.messaging.consumer import CATEGORY_HEADER, REASON_HEADER, SOURCE_QUEUE_HEADER
 
     poison = poison_messages()
     expected = {str(uuid.uuid4()): (queue, category) for queue, _, _, category in poison}

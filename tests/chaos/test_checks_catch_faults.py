@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import aio_pika
 
-from saga_common.topology import Topology
+from saga_common.contract.topology import Topology
 from saga_dev.load import LoadStats, Placed
 from tests.chaos.harness import RETRY_DELAYS_MS, ChaosEnvironment
 

@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 import pytest
 
-from saga_common.auth import SCOPES
+from saga_common.web.auth import SCOPES
 from saga_dev.localstack import SagaEnvironment, ServiceProcess
 from saga_tools.tokens import LocalIdentity
 

@@ -25,7 +25,7 @@ from pydantic_settings import BaseSettings
 
 from customer_service.settings import CustomerSettings
 from order_service.settings import OrderSettings
-from saga_common import topology
+from saga_common.contract import topology
 from saga_tools.sagactl import SagactlSettings, _parser
 from tests.chart.conftest import ALL_VARIANTS, rendered_variant
 from tests.chart.saga_chart import Rendered, Workload

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from order_service.settings import OrderSettings
-from saga_common.auth import Authenticator, AuthError
+from saga_common.web.auth import Authenticator, AuthError
 from tests.chart.conftest import rendered_variant
 from tests.chart.test_contract import has_route
 

@@ -162,11 +162,11 @@ def test_the_memory_watermark_is_a_fraction_of_the_container_limit(limit: str, e
 def test_the_definitions_carry_the_topology_and_the_least_privileges_the_code_declares(
     settings: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The chart's topology and permissions are the ones saga_common.topology computes from the services' own
+    """The chart's topology and permissions are the ones saga_common.contract.topology computes from the services' own
     settings (what a service would declare in development), so the services can run with `passive`."""
     from order_service.settings import OrderSettings
+    from saga_common.contract.topology import CUSTOMER_SERVICE, ORDER_SERVICE
     from saga_common.runtime import topology_from
-    from saga_common.topology import CUSTOMER_SERVICE, ORDER_SERVICE
     from tests.chart.saga_chart import render
 
     rendered = render({"serviceDefaults": {"settings": settings}} if settings else None)

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
-from saga_common.auth import CUSTOMERS_READ, CUSTOMERS_WRITE, ORDERS_CANCEL, ORDERS_READ, ORDERS_WRITE, SCOPES
+from saga_common.web.auth import CUSTOMERS_READ, CUSTOMERS_WRITE, ORDERS_CANCEL, ORDERS_READ, ORDERS_WRITE, SCOPES
 from saga_dev.localstack import SagaEnvironment
 from tests.support import auth
 from tests.support.processes import ServiceProcess, both_services

@@ -10,8 +10,8 @@ import asyncpg
 import pytest
 from aio_pika.abc import AbstractIncomingMessage
 
-from saga_common.messages import EVENT_TYPES, OrderFulfilled
-from saga_common.topology import CUSTOMER_SERVICE, ORDER_SERVICE
+from saga_common.contract.messages import EVENT_TYPES, OrderFulfilled
+from saga_common.contract.topology import CUSTOMER_SERVICE, ORDER_SERVICE
 from saga_dev.localstack import SagaEnvironment
 from tests.support.broker import broker_tool, default_topology
 from tests.support.contract import Contract, plain

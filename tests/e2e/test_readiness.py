@@ -10,7 +10,7 @@ import asyncpg
 import httpx
 
 from order_service.cli import MIGRATIONS
-from saga_common.migrations import downgrade, upgrade
+from saga_common.persistence.migrations import downgrade, upgrade
 from saga_dev.localstack import ServiceProcess, unique_name
 from tests.support.waiting import eventually
 

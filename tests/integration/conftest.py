@@ -12,8 +12,8 @@ from customer_service.settings import CustomerSettings
 from order_service.handlers import HANDLERS as ORDER_HANDLERS
 from order_service.jobs import order_jobs
 from order_service.settings import OrderSettings
+from saga_common.contract.topology import CUSTOMER_SERVICE, ORDER_SERVICE
 from saga_common.runtime import ServiceRuntime, ServiceSpec
-from saga_common.topology import CUSTOMER_SERVICE, ORDER_SERVICE
 from saga_dev.localstack import SagaEnvironment
 
 RuntimeFactory = Callable[..., Any]

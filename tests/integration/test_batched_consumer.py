@@ -12,10 +12,10 @@ from decimal import Decimal
 import asyncpg
 
 from customer_service.handlers import on_order_created
-from saga_common import metrics
-from saga_common.consumer import CATEGORY_HEADER, REASON_HEADER
-from saga_common.messages import OrderCreated
-from saga_common.topology import CUSTOMER_SERVICE
+from saga_common.contract.messages import OrderCreated
+from saga_common.contract.topology import CUSTOMER_SERVICE
+from saga_common.messaging.consumer import CATEGORY_HEADER, REASON_HEADER
+from saga_common.observability import metrics
 from tests.support.broker import broker_tool, default_topology
 from tests.support.waiting import eventually
 

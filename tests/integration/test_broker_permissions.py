@@ -28,7 +28,7 @@ import httpx
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractConnection
 
-from saga_common.topology import BINDINGS, CUSTOMER_SERVICE, ORDER_SERVICE, PUBLISHES
+from saga_common.contract.topology import BINDINGS, CUSTOMER_SERVICE, ORDER_SERVICE, PUBLISHES
 from saga_dev.localstack import Databases, Vhost, rabbitmqctl, unique_name
 from tests.chart.saga_chart import render
 from tests.support.processes import ServiceProcess

@@ -9,9 +9,15 @@ import asyncpg
 import pytest
 
 from customer_service.handlers import on_order_created
-from saga_common.consumer import ATTEMPT_HEADER, CATEGORY_HEADER, REASON_HEADER, ROUTING_KEY_HEADER, SOURCE_QUEUE_HEADER
-from saga_common.messages import OrderCreated
-from saga_common.topology import CUSTOMER_SERVICE
+from saga_common.contract.messages import OrderCreated
+from saga_common.contract.topology import CUSTOMER_SERVICE
+from saga_common.messaging.consumer import (
+    ATTEMPT_HEADER,
+    CATEGORY_HEADER,
+    REASON_HEADER,
+    ROUTING_KEY_HEADER,
+    SOURCE_QUEUE_HEADER,
+)
 from tests.support.broker import broker_tool, default_topology
 from tests.support.waiting import eventually
 

@@ -12,8 +12,8 @@ from order_service import orders
 from order_service.jobs import expire_overdue_orders
 from order_service.schemas import OrderCreate
 from order_service.timeline import timeline_of
-from saga_common.messages import OrderCreated
-from saga_common.topology import CUSTOMER_SERVICE, ORDER_SERVICE
+from saga_common.contract.messages import OrderCreated
+from saga_common.contract.topology import CUSTOMER_SERVICE, ORDER_SERVICE
 from tests.integration.test_consumer import new_customer, reservations_for, wait_for
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from saga_common.migrations import pending_revision
+from saga_common.persistence.migrations import pending_revision
 from saga_dev.localstack import TEMPLATE_HOST, TEMPLATE_PREFIX, drop_stale_templates, migrations_of, postgres_admin
 
 

@@ -8,9 +8,9 @@ import asyncpg
 import pytest
 
 from order_service.settings import OrderSettings
-from saga_common import metrics
-from saga_common.db import Database, create_pool
-from saga_common.messages import OrderCreated
+from saga_common.contract.messages import OrderCreated
+from saga_common.observability import metrics
+from saga_common.persistence.db import Database, create_pool
 
 INSERT = "INSERT INTO outbox (id, routing_key, order_id, payload) VALUES ($1, 'test', $2, '{}') RETURNING order_id"
 

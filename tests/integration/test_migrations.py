@@ -11,8 +11,8 @@ from alembic.migration import MigrationContext
 
 import customer_service.models
 import order_service.models
-from saga_common.db import drop_database, ensure_database
-from saga_common.migrations import migration_engine
+from saga_common.persistence.db import drop_database, ensure_database
+from saga_common.persistence.migrations import migration_engine
 from saga_dev.localstack import POSTGRES_URL, unique_name
 
 SERVICES = {"order-service": order_service.models.Base, "customer-service": customer_service.models.Base}

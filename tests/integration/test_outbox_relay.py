@@ -8,9 +8,9 @@ import asyncpg
 import orjson
 import pytest
 
-from saga_common.db import Database
-from saga_common.messages import OrderCreated
-from saga_common.topology import ORDER_SERVICE
+from saga_common.contract.messages import OrderCreated
+from saga_common.contract.topology import ORDER_SERVICE
+from saga_common.persistence.db import Database
 from tests.support.broker import broker_tool
 
 

@@ -11,11 +11,11 @@ from decimal import Decimal
 import asyncpg
 import pytest
 
-import saga_common.db
+import saga_common.persistence.db
 from order_service.settings import OrderSettings
-from saga_common.db import Database, create_pool
-from saga_common.messages import OrderCreated
-from saga_common.web import DATABASE_UNAVAILABLE
+from saga_common.contract.messages import OrderCreated
+from saga_common.persistence.db import Database, create_pool
+from saga_common.web.app import DATABASE_UNAVAILABLE
 from tests.integration.test_consumer import wait_for
 from tests.support.tcp_proxy import TcpProxy
 
@@ -181,7 +181,7 @@ async def test_callbacks_run_after_the_commit_and_never_after_a_rollback(saga_en
 
 async def test_with_every_connection_taken_a_request_waits_at_most_the_acquire_timeout(one_connection_db, monkeypatch):
     # A saturated pool must end in an error the API maps to 503, never in a wait without end.
-    monkeypatch.setattr(saga_common.db, "ACQUIRE_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(saga_common.persistence.db, "ACQUIRE_TIMEOUT_S", 0.3)
     async with one_connection_db.connection():
         started = time.monotonic()
         with pytest.raises(TimeoutError):

@@ -202,13 +202,13 @@ def all_dashboard_and_rule_expressions() -> list[str]:
 def exposed_metrics() -> dict[str, frozenset[str]]:
     """Every series name a service exposes, with its label names (before Prometheus adds the target labels).
 
-    Read from prometheus-client's default registry once `saga_common.metrics` is imported: the services'
+    Read from prometheus-client's default registry once `saga_common.observability.metrics` is imported: the services'
     own metrics and the client's default process_*/python_* collectors, named as the exposition names them
     (a counter `saga_started` is scraped as `saga_started_total`).
     """
     import prometheus_client
 
-    from saga_common import metrics as saga_metrics
+    from saga_common.observability import metrics as saga_metrics
 
     # A labelled metric with no child yet has no samples to read its label names from.
     declared = {

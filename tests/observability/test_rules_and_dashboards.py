@@ -299,7 +299,7 @@ def test_every_metric_is_one_the_services_expose() -> None:
         for name, _labels in _selectors(expression):
             if name not in exposed:
                 problems.append(f"{expression}: metric {name} is not one the services expose")
-    assert not problems, "\n".join(problems) + "\n(see services/common/saga_common/metrics.py)"
+    assert not problems, "\n".join(problems) + "\n(see services/common/saga_common/observability/metrics.py)"
 
 
 def test_every_label_matcher_names_a_label_of_its_metric() -> None:

@@ -12,8 +12,8 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 
-from saga_common.messages import Event
-from saga_common.topology import Topology
+from saga_common.contract.messages import Event
+from saga_common.contract.topology import Topology
 
 EXCHANGE = "saga.events"
 

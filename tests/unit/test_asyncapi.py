@@ -13,9 +13,11 @@ import jsonschema
 import pytest
 import yaml
 
-from saga_common import asyncapi, consumer, metrics
-from saga_common.messages import EVENT_TYPES, OrderCreated, OrderRejected
-from saga_common.topology import BINDINGS
+from saga_common.contract.messages import EVENT_TYPES, OrderCreated, OrderRejected
+from saga_common.contract.topology import BINDINGS
+from saga_common.messaging import consumer
+from saga_common.observability import metrics
+from saga_dev import asyncapi
 from tests.support.contract import ASYNCAPI, Contract
 
 ROOT = Path(__file__).resolve().parents[2]

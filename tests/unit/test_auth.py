@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from customer_service.settings import CustomerSettings
 from order_service.settings import OrderSettings
-from saga_common.auth import Authenticator, AuthError, JwksCache
+from saga_common.web.auth import Authenticator, AuthError, JwksCache
 from tests.support import auth
 
 PRODUCTION = {

@@ -9,8 +9,8 @@ import pytest
 
 from customer_service.settings import CustomerSettings
 from order_service.settings import OrderSettings
-from saga_common import metrics
-from saga_common.messages import EVENT_TYPES
+from saga_common.contract.messages import EVENT_TYPES
+from saga_common.observability import metrics
 from saga_tools.sagactl import SagactlSettings
 
 ROOT = Path(__file__).resolve().parents[2]

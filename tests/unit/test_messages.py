@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from saga_common.messages import (
+from saga_common.contract.messages import (
     EVENT_TYPES,
     CreditReleased,
     OrderCancelled,

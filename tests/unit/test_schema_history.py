@@ -1,7 +1,7 @@
 """/readyz's schema check: a release waits for its own migrations, never for a newer release's."""
 
 from order_service.cli import MIGRATIONS
-from saga_common.migrations import SchemaHistory
+from saga_common.persistence.migrations import SchemaHistory
 
 
 def test_the_history_is_read_from_the_migrations_the_release_ships():

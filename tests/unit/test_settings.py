@@ -4,7 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from order_service.settings import OrderSettings
-from saga_common.topology import ServiceQueues
+from saga_common.contract.topology import ServiceQueues
 
 
 def test_seed_variable_names(monkeypatch):

@@ -82,7 +82,7 @@ Returns JSON: dict "base" $defaults "override" $values | include "saga.merge" | 
 
 {{/*
 One service's settings: serviceDefaults merged with services.<key>, plus the names derived from the key.
-The service names are the ones the code knows (saga_common.topology): order-service, customer-service.
+The service names are the ones the code knows (saga_common.contract.topology): order-service, customer-service.
 dict "root" $ "key" "order" | include "saga.service" | fromJson
 */}}
 {{- define "saga.service" -}}

@@ -12,7 +12,7 @@ configuration, the plugins, the definitions template and the script that fills i
 {{- $exchanges := list }}
 {{- $queues := list }}
 {{- $bindings := list }}
-{{- /* The saga's topology, as saga_common.topology declares it: the routing keys each service consumes, and
+{{- /* The saga's topology, as saga_common.contract.topology declares it: the routing keys each service consumes, and
 the ones it publishes (the other's). A contract test holds these against the code. */}}
 {{- $consumes := dict "order-service" (list "order.fulfilled" "order.rejected" "credit.released") "customer-service" (list "order.created" "order.cancelled") }}
 {{- $publishes := dict "order-service" (get $consumes "customer-service") "customer-service" (get $consumes "order-service") }}

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from saga_common.db import ensure_database
-from saga_common.migrations import pending_revision, upgrade
-from saga_common.roles import grant_service_role
+from saga_common.persistence.db import ensure_database
+from saga_common.persistence.migrations import pending_revision, upgrade
+from saga_common.persistence.roles import grant_service_role
 from saga_common.settings import ServiceSettings, redact_url
 
 

@@ -13,17 +13,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from saga_common import metrics
-from saga_common.broker import Broker, Session
-from saga_common.consumer import Consumer, Handler
-from saga_common.db import Database, create_pool
-from saga_common.messages import Event
-from saga_common.migrations import SchemaHistory, current_revision
-from saga_common.notifications import PgListener
-from saga_common.outbox import NOTIFY_CHANNEL, OutboxRelay, refresh_backlog_metrics
+from saga_common.contract.messages import Event
+from saga_common.contract.topology import BINDINGS, Topology
+from saga_common.messaging.broker import Broker, Session
+from saga_common.messaging.consumer import Consumer, Handler
+from saga_common.observability import metrics
+from saga_common.observability.tracing import untraced
+from saga_common.persistence.db import Database, create_pool
+from saga_common.persistence.migrations import SchemaHistory, current_revision
+from saga_common.persistence.notifications import PgListener
+from saga_common.persistence.outbox import NOTIFY_CHANNEL, OutboxRelay, refresh_backlog_metrics
 from saga_common.settings import ServiceSettings
-from saga_common.topology import BINDINGS, Topology
-from saga_common.tracing import untraced
 
 log = logging.getLogger(__name__)
 

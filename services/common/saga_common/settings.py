@@ -113,7 +113,7 @@ class ServiceSettings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
 
-    # Bearer tokens (see saga_common.auth and docs/security.md).
+    # Bearer tokens (see saga_common.web.auth and docs/security.md).
     auth_enabled: bool | None = Field(
         None, description="Bearer tokens required on the APIs; unset: on in production, off in development."
     )

@@ -8,8 +8,8 @@ from fastapi import APIRouter, HTTPException, Path, Query, Response, status
 
 from customer_service import customers
 from customer_service.schemas import CustomerCreate, CustomerOut, ReservationOut
-from saga_common.auth import CustomersReader, CustomersWriter
-from saga_common.web import DatabaseDep, Problem
+from saga_common.web.app import DatabaseDep, Problem
+from saga_common.web.auth import CustomersReader, CustomersWriter
 
 router = APIRouter(tags=["customers"])
 

@@ -6,7 +6,7 @@ import asyncpg
 from customer_service.customers import seed_demo_customers
 from customer_service.settings import CustomerSettings
 from saga_common.cli import service_cli
-from saga_common.db import CONNECT_TIMEOUT_S
+from saga_common.persistence.db import CONNECT_TIMEOUT_S
 from saga_common.settings import ServiceSettings
 
 MIGRATIONS = Path(__file__).parent / "migrations"

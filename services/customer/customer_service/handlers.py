@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 
 from customer_service import credit
-from saga_common import tracing
-from saga_common.consumer import Handler
-from saga_common.messages import CreditReleased, OrderCancelled, OrderCreated, OrderFulfilled, OrderRejected
-from saga_common.unit_of_work import UnitOfWork
+from saga_common.contract.messages import CreditReleased, OrderCancelled, OrderCreated, OrderFulfilled, OrderRejected
+from saga_common.messaging.consumer import Handler
+from saga_common.observability import tracing
+from saga_common.persistence.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
 

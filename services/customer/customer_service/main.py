@@ -8,10 +8,10 @@ from customer_service.api import router
 from customer_service.cli import MIGRATIONS
 from customer_service.handlers import HANDLERS, lock_order
 from customer_service.settings import CustomerSettings
-from saga_common.migrations import SchemaHistory
+from saga_common.contract.topology import CUSTOMER_SERVICE
+from saga_common.persistence.migrations import SchemaHistory
 from saga_common.runtime import ServiceSpec
-from saga_common.topology import CUSTOMER_SERVICE
-from saga_common.web import create_service_app
+from saga_common.web.app import create_service_app
 
 
 def service_spec(settings: CustomerSettings) -> ServiceSpec:

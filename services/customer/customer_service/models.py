@@ -13,7 +13,7 @@ from enum import StrEnum
 from sqlalchemy import BigInteger, CheckConstraint, DateTime, Identity, Index, MetaData, Numeric, Text, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from saga_common.models import NAMING_CONVENTION, inbox_table, outbox_table
+from saga_common.persistence.models import NAMING_CONVENTION, inbox_table, outbox_table
 
 
 class ReservationStatus(StrEnum):

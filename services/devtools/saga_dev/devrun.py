@@ -25,8 +25,8 @@ import aio_pika
 import asyncpg
 import httpx
 
-from saga_common.db import ensure_database
-from saga_common.migrations import upgrade
+from saga_common.persistence.db import ensure_database
+from saga_common.persistence.migrations import upgrade
 from saga_common.settings import DEFAULT_BROKER_URL, redact_url, split_broker_urls
 from saga_dev.infra import LocalInfrastructure
 from saga_dev.localstack import migrations_of

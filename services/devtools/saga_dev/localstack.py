@@ -32,8 +32,8 @@ from urllib.parse import quote, urlsplit
 import asyncpg
 import httpx
 
-from saga_common.db import drop_database, ensure_database
-from saga_common.migrations import upgrade
+from saga_common.persistence.db import drop_database, ensure_database
+from saga_common.persistence.migrations import upgrade
 from saga_dev.probes import free_port, pid_alive
 from saga_dev.system_packages import fix_for
 

@@ -17,13 +17,13 @@ from order_service.orders import OrderRow
 from order_service.schemas import OrderCreate, OrderOut
 from order_service.timeline import SagaTimeline, timeline_of
 from order_service.waiters import MAX_WAIT_S, OutcomeWaiters
-from saga_common import metrics, tracing
-from saga_common.auth import OrdersCanceller, OrdersReader, OrdersWriter, Principal
-from saga_common.db import Database
-from saga_common.logs import current_order_id
-from saga_common.messages import OrderCancelled, OrderCreated
-from saga_common.unit_of_work import UnitOfWork
-from saga_common.web import DatabaseDep, Problem
+from saga_common.contract.messages import OrderCancelled, OrderCreated
+from saga_common.observability import metrics, tracing
+from saga_common.observability.logs import current_order_id
+from saga_common.persistence.db import Database
+from saga_common.persistence.unit_of_work import UnitOfWork
+from saga_common.web.app import DatabaseDep, Problem
+from saga_common.web.auth import OrdersCanceller, OrdersReader, OrdersWriter, Principal
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["orders"])
@@ -88,7 +88,7 @@ async def create_order(
         )
         return row, False
 
-    # Concurrent requests share a transaction: one commit for many orders at load (saga_common.group_commit).
+    # Concurrent requests share a transaction (saga_common.persistence.group_commit).
     row, replayed = await db.group.run(insert)
     if replayed:
         if row is None or row.request_fingerprint != fingerprint or not principal.sees_customer(row.customer_id):

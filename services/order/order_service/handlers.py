@@ -7,10 +7,10 @@ import logging
 from order_service import orders, saga
 from order_service.models import TERMINAL_STATUSES, OrderStatus
 from order_service.orders import OrderRow
-from saga_common import metrics, tracing
-from saga_common.consumer import Handler
-from saga_common.messages import CreditReleased, OrderCancelled, OrderFulfilled, OrderRejected, PoisonMessage
-from saga_common.unit_of_work import UnitOfWork
+from saga_common.contract.messages import CreditReleased, OrderCancelled, OrderFulfilled, OrderRejected, PoisonMessage
+from saga_common.messaging.consumer import Handler
+from saga_common.observability import metrics, tracing
+from saga_common.persistence.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import logging
 
 from order_service.saga import DEADLINE_REASON
 from order_service.settings import OrderSettings
-from saga_common import metrics
+from saga_common.observability import metrics
 from saga_common.runtime import PeriodicJob, ServiceRuntime
 
 log = logging.getLogger(__name__)

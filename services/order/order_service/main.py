@@ -11,10 +11,10 @@ from order_service.jobs import order_jobs
 from order_service.settings import OrderSettings
 from order_service.waiters import NOTIFY_CHANNEL as WAITERS_CHANNEL
 from order_service.waiters import OutcomeWaiters
-from saga_common.migrations import SchemaHistory
+from saga_common.contract.topology import ORDER_SERVICE
+from saga_common.persistence.migrations import SchemaHistory
 from saga_common.runtime import ServiceSpec
-from saga_common.topology import ORDER_SERVICE
-from saga_common.web import create_service_app
+from saga_common.web.app import create_service_app
 
 
 def service_spec(settings: OrderSettings, waiters: OutcomeWaiters) -> ServiceSpec:

@@ -21,7 +21,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from saga_common.models import NAMING_CONVENTION, inbox_table, outbox_table
+from saga_common.persistence.models import NAMING_CONVENTION, inbox_table, outbox_table
 
 
 class OrderStatus(StrEnum):

@@ -11,7 +11,7 @@ import asyncpg
 
 from order_service.models import TERMINAL_STATUSES, OrderStatus
 from order_service.schemas import OrderCreate, OrderOut
-from saga_common.tracing import trace_id_of
+from saga_common.observability.tracing import trace_id_of
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from order_service.models import OrderStatus
-from saga_common.messages import PositiveId
+from saga_common.contract.messages import PositiveId
 
 CENT = Decimal("0.01")
 Price = Annotated[

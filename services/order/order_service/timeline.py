@@ -16,8 +16,8 @@ from pydantic import BaseModel, Field
 
 from order_service.orders import OrderRow
 from order_service.saga import DEADLINE_REASON
-from saga_common.topology import CUSTOMER_SERVICE, ORDER_SERVICE
-from saga_common.tracing import trace_id_of
+from saga_common.contract.topology import CUSTOMER_SERVICE, ORDER_SERVICE
+from saga_common.observability.tracing import trace_id_of
 
 _OUTBOX = (
     "SELECT id, routing_key, payload::text AS payload, created_at, published_at FROM outbox "

@@ -16,7 +16,8 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
-from saga_common.consumer import (
+from saga_common.contract.topology import BINDINGS, ServiceQueues
+from saga_common.messaging.consumer import (
     ATTEMPT_HEADER,
     CATEGORY_HEADER,
     DEAD_LETTERED_AT_HEADER,
@@ -25,7 +26,6 @@ from saga_common.consumer import (
     SOURCE_QUEUE_HEADER,
     copy_of,
 )
-from saga_common.topology import BINDINGS, ServiceQueues
 
 MAX_READ = 10_000  # a dead-letter queue longer than this is a fire; read it in parts after a purge or replay
 REPLAYED_AT_HEADER = "x-saga-replayed-at"

@@ -22,8 +22,8 @@ from typing import Any
 
 import asyncpg
 
-from saga_common.messages import OrderCancelled
-from saga_common.outbox import PendingEvent, write_events
+from saga_common.contract.messages import OrderCancelled
+from saga_common.persistence.outbox import PendingEvent, write_events
 from saga_common.settings import redact_url
 from saga_tools import invariants
 from saga_tools.invariants import Kind

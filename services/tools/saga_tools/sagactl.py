@@ -29,14 +29,14 @@ from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from tabulate import tabulate
 
-from saga_common.auth import SCOPES
-from saga_common.db import CONNECT_TIMEOUT_S
-from saga_common.retention import inbox_window, prune
+from saga_common.contract.topology import CUSTOMER_SERVICE, ORDER_SERVICE
+from saga_common.persistence.db import CONNECT_TIMEOUT_S
 from saga_common.settings import DEFAULT_BROKER_URL, redact_url, split_broker_urls
-from saga_common.topology import CUSTOMER_SERVICE, ORDER_SERVICE
+from saga_common.web.auth import SCOPES
 from saga_tools import tokens
 from saga_tools.dlq import DeadLetter, DeadLetterQueues
 from saga_tools.reconcile import DatabaseUnreachable, reconcile
+from saga_tools.retention import inbox_window, prune
 
 EXIT_ERROR = 1
 EXIT_NEEDS_ATTENTION = 3

@@ -20,7 +20,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from saga_common import auth
+from saga_common.web import auth
 
 DEFAULT_KEY_PATH = Path(".saga") / "dev-signing-key.pem"
 DEFAULT_ISSUER = "saga-dev"

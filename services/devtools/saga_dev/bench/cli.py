@@ -16,21 +16,27 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from tabulate import tabulate
 
 from saga_dev.bench.baseline import run_baseline
 from saga_dev.bench.progress import Progress
 from saga_dev.bench.stack import BenchStack, outcomes
+from saga_dev.infra import LocalInfrastructure
 from saga_dev.load import LoadStats, OrderLoad
-from saga_dev.localstack import SagaEnvironment
+from saga_dev.localstack import POSTGRES_URL, RABBITMQ_API_URL, RABBITMQ_URL, SagaEnvironment
 from saga_dev.rabbit_cluster import RabbitCluster
 
+T = TypeVar("T")
+# Where the benchmark keeps the servers it starts when none answers (as the tests do).
+BENCH_INFRA_HOME = Path(os.environ.get("SAGA_BENCH_INFRA_HOME", "/var/tmp/saga-bench-infra"))
 PRICE = Decimal("1.00")
 CUSTOMERS = 100
 OUTCOME_TIMEOUT_S = 120
@@ -327,7 +333,7 @@ def main(argv: list[str] | None = None) -> None:
     unknown = set(args.scenarios.split(",")) - set(names)
     if unknown:
         parser.error(f"unknown scenarios {sorted(unknown)}")
-    results = asyncio.run(_run_all(chosen, args))
+    results = _with_local_servers(lambda: asyncio.run(_run_all(chosen, args)))
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"bench-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     baseline, finished = results
@@ -344,6 +350,25 @@ def main(argv: list[str] | None = None) -> None:
     )
     print_report(baseline, finished)
     print(f"\nresults: {path}")
+
+
+def _with_local_servers(run: Callable[[], T]) -> T:
+    """`run()` with PostgreSQL and RabbitMQ at the SAGA_TEST_* URLs: used as they are when they answer, else
+    private servers (as the test session starts them), stopped afterwards: a bare machine needs no other step."""
+    infra = LocalInfrastructure.ensure(
+        POSTGRES_URL,
+        RABBITMQ_URL,
+        home=BENCH_INFRA_HOME,
+        node_name="saga-bench",
+        management_port=urlsplit(RABBITMQ_API_URL).port or 15672,
+        log=lambda line: print(f"[infrastructure] {line}", flush=True),
+    )
+    if infra.rabbitmq is not None:
+        os.environ["SAGA_TEST_RABBITMQ_NODE"] = infra.rabbitmq.name  # for rabbitmqctl (localstack)
+    try:
+        return run()
+    finally:
+        infra.stop()
 
 
 async def _run_all(chosen: list[Scenario], args: argparse.Namespace) -> tuple[dict[str, float] | None, list[Result]]:

@@ -1,4 +1,4 @@
 from order_service.models import Base
-from saga_common.migrations import run_env
+from saga_common.persistence.migrations import run_env
 
 run_env(Base.metadata)

@@ -8,7 +8,7 @@ Create Date: 2026-11-26
 import sqlalchemy as sa
 from alembic import op
 
-from saga_common.migrations import create_messaging_tables, drop_messaging_tables
+from saga_common.persistence.migrations import create_messaging_tables, drop_messaging_tables
 
 revision = "0001"
 down_revision = None

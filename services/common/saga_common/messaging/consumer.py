@@ -32,13 +32,14 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 from opentelemetry import trace
 
-from saga_common import inbox, metrics, tracing
-from saga_common.batch import Delivery, Handler, consume_span_of, finish, handle_batch
-from saga_common.broker import Broker, Session
-from saga_common.db import Database
-from saga_common.logs import current_order_id
-from saga_common.messages import Event, PoisonMessage, decode
-from saga_common.topology import ServiceQueues
+from saga_common.contract.messages import Event, PoisonMessage, decode
+from saga_common.contract.topology import ServiceQueues
+from saga_common.messaging.batch import Delivery, Handler, consume_span_of, finish, handle_batch
+from saga_common.messaging.broker import Broker, Session
+from saga_common.observability import metrics, tracing
+from saga_common.observability.logs import current_order_id
+from saga_common.persistence import inbox
+from saga_common.persistence.db import Database
 
 log = logging.getLogger(__name__)
 

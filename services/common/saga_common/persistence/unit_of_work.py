@@ -16,9 +16,9 @@ import asyncpg
 from opentelemetry import context as otel_context
 from opentelemetry.trace import Link
 
-from saga_common.messages import Event
-from saga_common.outbox import PendingEvent
-from saga_common.tracing import tracing_enabled
+from saga_common.contract.messages import Event
+from saga_common.observability.tracing import tracing_enabled
+from saga_common.persistence.outbox import PendingEvent
 
 
 class UnitOfWork:

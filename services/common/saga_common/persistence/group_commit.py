@@ -23,11 +23,11 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from saga_common import metrics, tracing
-from saga_common.unit_of_work import UnitOfWork
+from saga_common.observability import metrics, tracing
+from saga_common.persistence.unit_of_work import UnitOfWork
 
 if TYPE_CHECKING:
-    from saga_common.db import Database
+    from saga_common.persistence.db import Database
 
 log = logging.getLogger(__name__)
 

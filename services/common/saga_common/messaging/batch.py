@@ -21,11 +21,12 @@ from typing import Any, NamedTuple
 from aio_pika.abc import AbstractIncomingMessage
 from opentelemetry.trace import Span
 
-from saga_common import inbox, metrics, tracing
-from saga_common.db import Database
-from saga_common.logs import current_order_id
-from saga_common.messages import Event
-from saga_common.unit_of_work import UnitOfWork
+from saga_common.contract.messages import Event
+from saga_common.observability import metrics, tracing
+from saga_common.observability.logs import current_order_id
+from saga_common.persistence import inbox
+from saga_common.persistence.db import Database
+from saga_common.persistence.unit_of_work import UnitOfWork
 
 Handler = Callable[[UnitOfWork, Any], Awaitable[None]]
 

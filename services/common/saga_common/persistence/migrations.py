@@ -125,7 +125,7 @@ def create_messaging_tables() -> None:
     from alembic import op
     from sqlalchemy.dialects import postgresql
 
-    from saga_common.outbox import DROP_NOTIFY_TRIGGER_DDL, NOTIFY_TRIGGER_DDL
+    from saga_common.persistence.outbox import DROP_NOTIFY_TRIGGER_DDL, NOTIFY_TRIGGER_DDL
 
     op.create_table(
         "outbox",
@@ -161,7 +161,7 @@ def create_messaging_tables() -> None:
 def drop_messaging_tables() -> None:
     from alembic import op
 
-    from saga_common.outbox import DROP_NOTIFY_TRIGGER_DDL
+    from saga_common.persistence.outbox import DROP_NOTIFY_TRIGGER_DDL
 
     for statement in DROP_NOTIFY_TRIGGER_DDL:
         op.execute(statement)

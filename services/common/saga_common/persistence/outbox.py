@@ -24,12 +24,12 @@ import orjson
 from opentelemetry import context as otel_context
 from opentelemetry.trace import Link
 
-from saga_common import metrics, tracing
-from saga_common.broker import Broker, BrokerUnavailable, Session
-from saga_common.messages import Event
+from saga_common.contract.messages import Event
+from saga_common.messaging.broker import Broker, BrokerUnavailable, Session
+from saga_common.observability import metrics, tracing
 
 if TYPE_CHECKING:
-    from saga_common.db import Database
+    from saga_common.persistence.db import Database
 
 log = logging.getLogger(__name__)
 

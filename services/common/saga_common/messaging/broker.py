@@ -20,9 +20,9 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
 from yarl import URL
 
-from saga_common import metrics
+from saga_common.contract.topology import Topology
+from saga_common.observability import metrics
 from saga_common.settings import redact_url
-from saga_common.topology import Topology
 
 log = logging.getLogger(__name__)
 

@@ -19,13 +19,13 @@ from prometheus_client.exposition import choose_encoder
 from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from saga_common import tracing
-from saga_common.auth import AUTH_RESPONSES, Authenticator
-from saga_common.db import Database
-from saga_common.logs import configure_logging
-from saga_common.metrics import HttpMetricsMiddleware
+from saga_common.observability import tracing
+from saga_common.observability.logs import configure_logging
+from saga_common.observability.metrics import HttpMetricsMiddleware
+from saga_common.persistence.db import Database
 from saga_common.runtime import ServiceRuntime, ServiceSpec
 from saga_common.settings import ServiceSettings
+from saga_common.web.auth import AUTH_RESPONSES, Authenticator
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from saga_common.messages import Event
-from saga_common.tracing import untraced
+from saga_common.contract.messages import Event
+from saga_common.observability.tracing import untraced
 
 _RECORD = (
     "INSERT INTO inbox (message_id, message_type, order_id, occurred_at) VALUES ($1, $2, $3, $4) "

@@ -23,11 +23,11 @@ import asyncpg
 from asyncpg.pool import PoolAcquireContext
 from asyncpg.transaction import Transaction
 
-from saga_common.group_commit import GroupCommit
-from saga_common.outbox import write_events
+from saga_common.observability.tracing import tracing_enabled, untraced
+from saga_common.persistence.group_commit import GroupCommit
+from saga_common.persistence.outbox import write_events
+from saga_common.persistence.unit_of_work import UnitOfWork
 from saga_common.settings import ServiceSettings
-from saga_common.tracing import tracing_enabled, untraced
-from saga_common.unit_of_work import UnitOfWork
 
 CONNECT_TIMEOUT_S = 5.0
 # How long a request or a message waits for a free connection before it is told the database is saturated.
