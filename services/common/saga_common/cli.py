@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from pydantic import ValidationError
 from saga_common.persistence.db import ensure_database
 from saga_common.persistence.migrations import pending_revision, upgrade
 from saga_common.persistence.roles import grant_service_role
+from saga_common.redaction import install_redaction, redact, settings_error
 from saga_common.settings import ServiceSettings, redact_url
 
 
@@ -40,12 +43,23 @@ def service_cli(
         for name, (help_text, _) in (extra_commands or {}).items():
             sub.add_parser(name, help=help_text)
         args = parser.parse_args(argv)
+        install_redaction()
 
         try:
             settings = settings_factory()
         except ValidationError as exc:
-            sys.exit(f"{prog}: invalid configuration:\n{exc}")
+            sys.exit(f"{prog}: invalid configuration:\n{settings_error(exc, _model(settings_factory))}")
+        try:
+            _run(args, settings)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure: printed redacted, never as is
+            # Drivers put the DSN (or part of it) in their errors; only the redacted text reaches the logs.
+            if os.environ.get("SAGA_LOG_LEVEL", "").upper() == "DEBUG":
+                print(redact("".join(traceback.format_exception(exc))), file=sys.stderr)
+            sys.exit(f"{prog} {args.command}: {redact(f'{type(exc).__name__}: {exc}')}")
 
+    def _run(args: argparse.Namespace, settings: ServiceSettings) -> None:
         if args.command == "serve":
             _serve(settings, app_factory, args.host, args.port)
         elif args.command == "migrate" and args.check:
@@ -72,6 +86,10 @@ def service_cli(
             (extra_commands or {})[args.command][1](settings)
 
     return main
+
+
+def _model(settings_factory: Callable[[], ServiceSettings]) -> type[ServiceSettings]:
+    return settings_factory if isinstance(settings_factory, type) else ServiceSettings
 
 
 def _serve(settings: ServiceSettings, app_factory: str, host: str | None, port: int | None) -> None:

@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from saga_common.redaction import redact_url
+
 DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
 ASYMMETRIC_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"})
@@ -57,16 +59,6 @@ class ServiceSettings(BaseSettings):
         "4-8 per database, so a request beyond the pool waits for a connection rather than opening one.",
     )
     db_statement_timeout_ms: int = Field(5000, ge=0)
-    db_group_commit_size: int = Field(
-        32,
-        ge=1,
-        le=1000,
-        description="Most concurrent API writes (order creation) committed in one transaction: those already "
-        "waiting, never held back for company; 1 gives every request its own transaction.",
-    )
-    db_group_commit_concurrency: int = Field(
-        2, ge=1, le=100, description="Shared transactions of API writes running at once, each on its own connection."
-    )
 
     exchange: str = "saga.events"
     broker_topology: Literal["declare", "passive"] = Field(
@@ -158,7 +150,7 @@ class ServiceSettings(BaseSettings):
             raise ValueError("RABBITMQ_BROKER_URL is empty")
         for url in urls:
             if urlsplit(url).scheme not in {"amqp", "amqps"}:
-                raise ValueError(f"RABBITMQ_BROKER_URL entries must be amqp:// URLs, got {url!r}")
+                raise ValueError(f"RABBITMQ_BROKER_URL entries must be amqp:// URLs, got {redact_url(url)!r}")
         return value
 
     @field_validator("retry_delays_ms")
@@ -225,11 +217,3 @@ def _development_password(url: str) -> bool:
 
 def split_broker_urls(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
-
-
-def redact_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()

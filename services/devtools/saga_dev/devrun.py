@@ -27,6 +27,7 @@ import httpx
 
 from saga_common.persistence.db import ensure_database
 from saga_common.persistence.migrations import upgrade
+from saga_common.redaction import redact
 from saga_common.settings import DEFAULT_BROKER_URL, redact_url, split_broker_urls
 from saga_dev.infra import LocalInfrastructure
 from saga_dev.localstack import migrations_of
@@ -115,7 +116,7 @@ def _private_infrastructure(database_url: str, broker_url: str) -> LocalInfrastr
             log=lambda line: print(f"saga-dev: {line}", flush=True),
         )
     except (MissingPackages, RuntimeError, subprocess.CalledProcessError) as exc:
-        print(f"saga-dev: cannot start the missing infrastructure: {exc}", file=sys.stderr)
+        print(f"saga-dev: cannot start the missing infrastructure: {redact(str(exc))}", file=sys.stderr)
         print(f"How to get it:\n{HOW_TO_GET_INFRASTRUCTURE}", file=sys.stderr)
         sys.exit(1)
 
@@ -151,14 +152,16 @@ async def _check_infrastructure(database_url: str, broker_url: str) -> list[str]
         conn = await asyncpg.connect(server_url, timeout=5)
         await conn.close()
     except Exception as exc:  # noqa: BLE001 - reported to the user as is
-        problems.append(f"PostgreSQL is not reachable at {redact_url(server_url)}: {exc or type(exc).__name__}")
+        problems.append(
+            f"PostgreSQL is not reachable at {redact_url(server_url)}: {redact(str(exc)) or type(exc).__name__}"
+        )
     for url in split_broker_urls(broker_url):
         try:
             connection = await aio_pika.connect(url, timeout=5)
             await connection.close()
             break
         except Exception as exc:  # noqa: BLE001
-            problems.append(f"RabbitMQ is not reachable at {redact_url(url)}: {exc or type(exc).__name__}")
+            problems.append(f"RabbitMQ is not reachable at {redact_url(url)}: {redact(str(exc)) or type(exc).__name__}")
     return problems
 
 

@@ -31,6 +31,7 @@ from tabulate import tabulate
 
 from saga_common.contract.topology import CUSTOMER_SERVICE, ORDER_SERVICE
 from saga_common.persistence.db import CONNECT_TIMEOUT_S
+from saga_common.redaction import install_redaction, redact, settings_error
 from saga_common.settings import DEFAULT_BROKER_URL, redact_url, split_broker_urls
 from saga_common.web.auth import SCOPES
 from saga_tools import tokens
@@ -75,14 +76,16 @@ class CommandError(Exception):
 
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
+    install_redaction()
     try:
         settings = SagactlSettings()
     except ValidationError as exc:
-        sys.exit(f"sagactl: invalid configuration:\n{exc}")
+        sys.exit(f"sagactl: invalid configuration:\n{settings_error(exc, SagactlSettings)}")
     try:
         code = asyncio.run(args.handler(args, settings))
     except CommandError as exc:
-        print(f"sagactl: {exc}", file=sys.stderr)
+        # The drivers' errors may quote the URL they were given.
+        print(redact(f"sagactl: {exc}"), file=sys.stderr)
         code = EXIT_ERROR
     except KeyboardInterrupt:
         code = 130

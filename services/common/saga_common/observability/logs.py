@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 import orjson
 from opentelemetry import trace
 
+from saga_common.redaction import redact
+
 # The order a log line is about; set by the API and the message handlers, read by the formatter.
 current_order_id: contextvars.ContextVar[int | None] = contextvars.ContextVar("current_order_id", default=None)
 
@@ -39,8 +41,15 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(line, default=str).decode()
 
 
+class RedactingHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Every line scrubbed of credentials before it is written: a driver's error may quote the DSN."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
 def configure_logging(service: str, level: str = "INFO", fmt: str = "json") -> None:
-    handler = logging.StreamHandler(sys.stdout)
+    handler = RedactingHandler(sys.stdout)
     if fmt == "json":
         handler.setFormatter(JsonFormatter(service))
     else:
