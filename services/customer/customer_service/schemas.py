@@ -9,12 +9,13 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field
 
 from customer_service.models import ReservationStatus
+from saga_common.web.strings import Text
 
 
 class CustomerCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"name": "Dana", "balance": "250.00"}]})
 
-    name: Annotated[str, Field(min_length=1, max_length=200)]
+    name: Annotated[Text, Field(min_length=1, max_length=200)]
     balance: Annotated[Decimal, Field(ge=0, max_digits=12, decimal_places=2, description="Starting balance")]
 
 

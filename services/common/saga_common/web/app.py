@@ -26,6 +26,7 @@ from saga_common.persistence.db import Database
 from saga_common.runtime import ServiceRuntime, ServiceSpec
 from saga_common.settings import ServiceSettings
 from saga_common.web.auth import AUTH_RESPONSES, Authenticator
+from saga_common.web.strings import encodable
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +126,8 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
     chaos tier's bad-input list: a non-UTF-8 body sent without a JSON content type), and the JSON literals
     NaN, Infinity and -Infinity (Python's parser takes them) are echoed as strings: JSON cannot carry them."""
     errors = [{**error, "input": _json_safe(error["input"])} if "input" in error else error for error in exc.errors()]
-    return JSONResponse(status_code=422, content={"detail": jsonable_encoder(errors)})
+    # A lone surrogate in the input (or in a field's name) is echoed escaped: it has no UTF-8 encoding.
+    return JSONResponse(status_code=422, content={"detail": encodable(jsonable_encoder(errors))})
 
 
 def _json_safe(value: Any) -> Any:
