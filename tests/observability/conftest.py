@@ -5,17 +5,9 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from saga_dev.localstack import SagaEnvironment, ServiceProcess
-from tests.support.otlp import OtlpReceiver
+from tests.support.otlp import OtlpReceiver, tracing_env
 from tests.support.processes import both_services
 from tests.support.saga_client import SagaClient, saga_client
-
-
-def tracing_env(receiver: OtlpReceiver) -> dict[str, str]:
-    return {
-        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
-        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-        "OTEL_BSP_SCHEDULE_DELAY": "100",
-    }
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from saga_dev.localstack import ServiceProcess, free_port
 from saga_dev.system_packages import fix_for
-from tests.observability.promql import (
+from tests.support.promql import (
     DASHBOARDS_DIR,
     dashboard_expressions,
     located_expressions,
@@ -64,11 +64,21 @@ async def test_the_saga_counters_and_histogram_move_as_sagas_finish(saga, traced
     rejected = await saga.create_order(poor, "5.00")
     for order in [*fulfilled, rejected]:
         await saga.wait_for_status(order["id"], TERMINAL)
-    await asyncio.sleep(0.2)
-    after_order, after_customer = scrape(order_service), scrape(customer_service)
 
     def moved(before, after, name, **labels):
         return value(after, name, **labels) - value(before, name, **labels)
+
+    # A counter may move just after the status does (a publish confirmed after the commit): scrape until the
+    # last ones have moved at least as far as asserted below.
+    after_order, after_customer = await eventually(
+        lambda: (scrape(order_service), scrape(customer_service)),
+        until=lambda after: (
+            moved(before_order, after[0], "saga_messages_published_total", type="order.created", result="ok") >= 4
+            and moved(before_customer, after[1], "saga_messages_published_total", type="order.fulfilled", result="ok")
+            >= 3
+        ),
+        what="the publish counters of both services",
+    )
 
     assert moved(before_order, after_order, "saga_started_total") == 4
     assert moved(before_order, after_order, "saga_finished_total", outcome="fulfilled", reason="") == 3
@@ -160,7 +170,7 @@ async def test_a_real_prometheus_scrapes_both_services_and_the_dashboards_get_da
         orders = [await saga.create_order(customer, "1.00") for _ in range(5)]
         for order in orders:
             await saga.wait_for_status(order["id"], TERMINAL)
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(1.5)  # pacing, not a wait: the two batches fall in different scrapes
 
     up = await eventually(
         lambda: query(prometheus, 'up{job="saga"} == 1'),

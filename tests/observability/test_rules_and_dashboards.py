@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from saga_dev.system_packages import fix_for
-from tests.observability.promql import (
+from tests.support.promql import (
     DASHBOARDS_DIR,
     PROMETHEUS_DIR,
     PROMETHEUS_SERIES,

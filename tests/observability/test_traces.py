@@ -10,8 +10,7 @@ import time
 import httpx
 
 from saga_dev.localstack import ServiceProcess
-from tests.observability.conftest import tracing_env
-from tests.support.otlp import OtlpReceiver, ReceivedSpan
+from tests.support.otlp import OtlpReceiver, ReceivedSpan, tracing_env
 from tests.support.saga_client import TERMINAL, SagaClient
 from tests.support.waiting import TimedOut, eventually, wait_until
 
