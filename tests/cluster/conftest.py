@@ -19,11 +19,8 @@ import pytest
 from saga_dev.docker_engine import DockerEngine
 from saga_dev.node import build, images
 from saga_dev.node.node import Node
-from tests.cluster.cluster import LOCAL_VALUES, ClusterUnderTest, say
+from tests.support.cluster import FIGURES, LOCAL_VALUES, NEXT_TAG, TAG, ClusterUnderTest, say
 
-TAG = "cluster"
-NEXT_TAG = "cluster-next"  # the same images under a new tag: `helm upgrade` rolls every pod of both services
-FIGURES: dict[str, float] = {}
 FIGURES_PATH = Path(os.environ.get("SAGA_CLUSTER_FIGURES", "/tmp/saga-cluster-figures.json"))
 STARTED = time.monotonic()
 

@@ -22,8 +22,7 @@ import pytest
 from saga_dev.load import OrderLoad
 from saga_dev.load_background import BackgroundLoad
 from saga_tools import invariants
-from tests.cluster.cluster import ROOT, ClusterFailure, ClusterUnderTest, say
-from tests.cluster.conftest import FIGURES, NEXT_TAG, TAG
+from tests.support.cluster import FIGURES, NEXT_TAG, ROOT, TAG, ClusterFailure, ClusterUnderTest, say
 
 pytestmark = pytest.mark.timeout(1200)
 
@@ -203,7 +202,7 @@ def test_sagas_under_load_survive_an_upgrade_and_deleted_pods_none_lost_none_twi
         load.start()
         started = time.monotonic()
         try:
-            time.sleep(5)
+            time.sleep(5)  # load pacing: sagas in flight before the upgrade starts
             say(f"helm upgrade to image tag {NEXT_TAG} under load")
             FIGURES["helm upgrade --wait under load (s)"] = release.install(
                 RELEASE, NAMESPACE, "--set", f"serviceDefaults.image.tag={NEXT_TAG}"
@@ -225,7 +224,7 @@ def test_sagas_under_load_survive_an_upgrade_and_deleted_pods_none_lost_none_twi
                     until=bool,
                     timeout=240,
                 )
-            time.sleep(5)
+            time.sleep(5)  # load pacing: sagas placed after the last deletion too
         finally:
             stats = load.stop()
         FIGURES["sagas placed under the upgrade and deletions"] = len(stats.accepted)

@@ -15,11 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from saga_dev.docker_engine import DockerEngine
-from tests.compose.compose import Compose
-
-
-def say(line: str) -> None:
-    print(f"[compose] {line}", flush=True)
+from tests.support.compose import Compose, say
 
 
 @pytest.fixture(scope="session")

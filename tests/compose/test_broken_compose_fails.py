@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.compose.compose import OVERRIDE, USER_FILE, busy_ports
+from tests.support.compose import OVERRIDE, USER_FILE, busy_ports
 
 # No --wait-timeout: the user's healthchecks decide, as for a user (5 s start period, then 30 failures 2 s
 # apart make a service unhealthy, and `up --wait` fails).

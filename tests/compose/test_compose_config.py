@@ -8,7 +8,7 @@ import subprocess
 
 import yaml
 
-from tests.compose.compose import OVERRIDE, USER_FILE, Compose, compose_binary, load
+from tests.support.compose import OVERRIDE, USER_FILE, Compose, compose_binary, load
 
 OFFICIAL_IMAGES = {
     "postgres": "postgres:17.6-bookworm",

@@ -6,8 +6,6 @@ The tests of this module run in order on one stack (the last one takes it down).
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Iterator
 from decimal import Decimal
 
@@ -15,9 +13,9 @@ import httpx
 import pytest
 
 from saga_dev.docker_engine import DockerEngine
-from tests.compose.compose import Compose, busy_ports
-from tests.compose.conftest import say
+from tests.support.compose import Compose, busy_ports, say
 from tests.support.saga_client import SEED_ORDER, SagaClient
+from tests.support.waiting import eventually
 
 ORDER_URL = "http://127.0.0.1:8001"
 CUSTOMER_URL = "http://127.0.0.1:8002"
@@ -80,10 +78,13 @@ async def test_a_cancelled_order_is_compensated(stack, client):
     assert Decimal((await client.customer(customer))["balance"]) == Decimal("70.00")
     assert (await client.cancel(order["id"])).status_code == 202
     await client.wait_for_status(order["id"], {"cancelled"}, timeout=30)
-    deadline = time.monotonic() + 15
-    while (after := await client.customer(customer))["balance"] and Decimal(after["balance"]) != Decimal("100.00"):
-        assert time.monotonic() < deadline, f"credit not released: {after}"
-        await asyncio.sleep(0.2)
+    after = await eventually(
+        lambda: client.customer(customer),
+        until=lambda after: Decimal(after["balance"]) == Decimal("100.00"),
+        timeout=15,
+        interval=0.2,
+        what="the credit released",
+    )
     assert Decimal(after["reserved"]) == 0, after
 
 
@@ -92,20 +93,26 @@ async def test_the_sagas_spans_arrive_as_one_trace(stack, client):
     await client.wait_for_status(order["id"], {"fulfilled"}, timeout=30)
     timeline = (await client.http.get(f"{ORDER_URL}/orders/{order['id']}/saga")).json()
     trace_id = timeline["trace_id"]
-    deadline = time.monotonic() + 30  # the exporters send in batches (every 5 s by default)
-    while True:
+    wanted = {("order-service", "server"), ("order-service", "producer"), ("customer-service", "consumer"),
+              ("customer-service", "producer"), ("order-service", "consumer")}  # fmt: skip
+
+    def trace() -> dict:
         spans = [span for span in stack.spans() if span.trace_id == trace_id]
-        kinds = {(span.service, span.kind) for span in spans}
         ids = {span.span_id for span in spans}
-        orphans = [span.name for span in spans if span.parent_span_id and span.parent_span_id not in ids]
-        wanted = {("order-service", "server"), ("order-service", "producer"), ("customer-service", "consumer"),
-                  ("customer-service", "producer"), ("order-service", "consumer")}  # fmt: skip
-        if wanted <= kinds and not orphans:
-            break
-        assert time.monotonic() < deadline, (
-            f"trace {trace_id} incomplete at the OTLP receiver: kinds {sorted(kinds)}, orphans {orphans}"
-        )
-        await asyncio.sleep(1)
+        return {
+            "kinds": {(span.service, span.kind) for span in spans},
+            "orphans": [span.name for span in spans if span.parent_span_id and span.parent_span_id not in ids],
+            "spans": spans,
+        }
+
+    found = await eventually(
+        trace,
+        until=lambda found: wanted <= found["kinds"] and not found["orphans"],
+        timeout=30,  # the exporters send in batches (every 5 s by default)
+        interval=1,
+        what=f"trace {trace_id} complete at the OTLP receiver (all span kinds, no orphans)",
+    )
+    spans = found["spans"]
     assert {span.service for span in spans} == {"order-service", "customer-service"}
     roots = [span for span in spans if not span.parent_span_id]
     assert [root.kind for root in roots] == ["server"], f"one root, the order request: {roots}"

@@ -22,10 +22,15 @@ from pathlib import Path
 from typing import Any
 
 from saga_dev.probes import free_port, port_open
+from tests.support.waiting import TimedOut, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "saga"
-LOCAL_VALUES = Path(__file__).parent / "values-local.yaml"
+LOCAL_VALUES = ROOT / "tests" / "cluster" / "values-local.yaml"
+
+TAG = "cluster"
+NEXT_TAG = "cluster-next"  # the same images under a new tag: `helm upgrade` rolls every pod of both services
+FIGURES: dict[str, float] = {}  # the tier's timings, filled by its fixtures and tests, printed at the end
 
 
 def say(line: str) -> None:
@@ -140,15 +145,17 @@ class ClusterUnderTest:
         return "\n".join(lines) or "every pod is ready"
 
     def wait_for(self, what: str, probe: Callable[[], Any], until: Callable[[Any], bool], timeout: float) -> Any:
-        deadline = time.monotonic() + timeout
-        last: Any = None
-        while time.monotonic() < deadline:
-            with contextlib.suppress(ClusterFailure, subprocess.TimeoutExpired):
-                last = probe()
-                if until(last):
-                    return last
-            time.sleep(1)
-        raise ClusterFailure(f"{what}: not so after {timeout:.0f} s; last seen: {last!r}")
+        try:
+            return wait_until(
+                probe,
+                until=until,
+                timeout=timeout,
+                interval=1,
+                ignoring=(ClusterFailure, subprocess.TimeoutExpired),
+                what=what,
+            )
+        except TimedOut as exc:
+            raise ClusterFailure(str(exc)) from None
 
     @contextlib.contextmanager
     def port_forward(self, namespace: str, target: str, port: int, *, resilient: bool = False) -> Iterator[int]:
@@ -175,15 +182,19 @@ class ClusterUnderTest:
             return process
 
         process = launch()
-        deadline = time.monotonic() + 30
-        while not port_open(local):
-            if process.poll() is not None:
-                raise ClusterFailure(
-                    f"kubectl port-forward {target} exited: {process.stderr.read() if process.stderr else ''}"
-                )
-            if time.monotonic() > deadline:
-                raise ClusterFailure(f"kubectl port-forward {target}: nothing listens on {local} after 30 s")
-            time.sleep(0.1)
+        try:
+            wait_until(
+                lambda: port_open(local) or process.poll() is not None,
+                timeout=30,
+                interval=0.1,
+                what=f"kubectl port-forward {target} listening on {local}",
+            )
+        except TimedOut as exc:
+            raise ClusterFailure(str(exc)) from None
+        if not port_open(local):
+            raise ClusterFailure(
+                f"kubectl port-forward {target} exited: {process.stderr.read() if process.stderr else ''}"
+            )
 
         def keep() -> None:
             while not stop.wait(0.5):

@@ -19,7 +19,13 @@ from tests.support.otlp import ReceivedSpan, decode
 
 ROOT = Path(__file__).resolve().parents[2]
 USER_FILE = ROOT / "docker" / "compose.yaml"
-OVERRIDE = Path(__file__).resolve().parent / "override.yaml"
+OVERRIDE = ROOT / "tests" / "compose" / "override.yaml"
+
+
+def say(line: str) -> None:
+    print(f"[compose] {line}", flush=True)
+
+
 PROJECT_LABEL = "com.docker.compose.project"
 # Our services on the host network, and each stand-in's address and port (tests/compose/override.yaml).
 SERVICE_PORTS = {"order-service": 8001, "customer-service": 8002}
