@@ -5,7 +5,6 @@ import itertools
 import uuid
 from decimal import Decimal
 
-import asyncpg
 import pytest
 
 from customer_service.handlers import on_order_created
@@ -19,35 +18,9 @@ from saga_common.messaging.consumer import (
     SOURCE_QUEUE_HEADER,
 )
 from tests.support.broker import broker_tool, default_topology
-from tests.support.waiting import eventually
+from tests.support.customer_db import customer_db, new_customer, reservations_for, wait_for
 
 DEAD_LETTER = "customer-service.dead-letter"
-
-
-async def customer_db(saga_env) -> asyncpg.Connection:
-    return await asyncpg.connect(saga_env.databases.customer_url)
-
-
-async def new_customer(saga_env, balance: str) -> int:
-    conn = await customer_db(saga_env)
-    try:
-        return await conn.fetchval(
-            "INSERT INTO customers (name, balance) VALUES ('t', $1) RETURNING id", Decimal(balance)
-        )
-    finally:
-        await conn.close()
-
-
-async def reservations_for(saga_env, order_id: int) -> list[asyncpg.Record]:
-    conn = await customer_db(saga_env)
-    try:
-        return await conn.fetch("SELECT * FROM reservations WHERE order_id = $1", order_id)
-    finally:
-        await conn.close()
-
-
-async def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
-    return await eventually(predicate, timeout=timeout, interval=interval, what=getattr(predicate, "__name__", ""))
 
 
 async def test_a_duplicate_order_created_makes_one_reservation_and_one_answer(saga_env, runtimes):

@@ -14,7 +14,8 @@ from order_service.schemas import OrderCreate
 from order_service.timeline import timeline_of
 from saga_common.contract.messages import OrderCreated
 from saga_common.contract.topology import CUSTOMER_SERVICE, ORDER_SERVICE
-from tests.integration.test_consumer import new_customer, reservations_for, wait_for
+from tests.support.customer_db import new_customer, reservations_for, wait_for
+from tests.support.waiting import eventually
 
 
 async def place_order(runtime, customer_id: int, price: str, deadline_s: float) -> int:
@@ -97,10 +98,16 @@ async def test_credit_reserved_after_the_deadline_is_released(saga_env, runtimes
                 return rows if rows[0]["status"] == "released" else None
 
             await wait_for(released, timeout=10)
-            await asyncio.sleep(0.3)
-            row = await order_row(order, order_id)
-            async with order.db.connection() as conn:
-                steps = [step.step for step in (await timeline_of(conn, row)).steps]
+
+            async def timeline():
+                row = await order_row(order, order_id)
+                async with order.db.connection() as conn:
+                    return row, [step.step for step in (await timeline_of(conn, row)).steps]
+
+            # The order service records the release when the customer service's answer reaches it.
+            row, steps = await eventually(
+                timeline, until=lambda found: "credit released" in found[1], what="'credit released' in the timeline"
+            )
     assert (row.status, row.rejection_reason) == ("rejected", "timeout")
     assert await balance_of(saga_env, customer) == Decimal("100.00")
     assert "deadline passed: rejected" in steps
@@ -114,7 +121,7 @@ async def test_sweeping_replicas_never_expire_an_order_twice(saga_env, runtimes)
         runtimes(ORDER_SERVICE, consume=False, relay=False) as second,
     ):
         ids = [await place_order(first, 1, "1.00", 0.0) for _ in range(60)]
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.1)  # time passing, not a wait: the orders grow older than the 0.05 s deadline
         expired = await asyncio.gather(
             *(expire_overdue_orders(runtime, 0.05) for runtime in (first, second, first, second))
         )

@@ -1,0 +1,36 @@
+"""The customer service's database as the integration tests read and seed it, straight through asyncpg."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import asyncpg
+
+from tests.support.waiting import eventually
+
+
+async def customer_db(saga_env) -> asyncpg.Connection:
+    return await asyncpg.connect(saga_env.databases.customer_url)
+
+
+async def new_customer(saga_env, balance: str) -> int:
+    conn = await customer_db(saga_env)
+    try:
+        return await conn.fetchval(
+            "INSERT INTO customers (name, balance) VALUES ('t', $1) RETURNING id", Decimal(balance)
+        )
+    finally:
+        await conn.close()
+
+
+async def reservations_for(saga_env, order_id: int) -> list[asyncpg.Record]:
+    conn = await customer_db(saga_env)
+    try:
+        return await conn.fetch("SELECT * FROM reservations WHERE order_id = $1", order_id)
+    finally:
+        await conn.close()
+
+
+async def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
+    """`eventually` named after the predicate, for probes whose function name says what is awaited."""
+    return await eventually(predicate, timeout=timeout, interval=interval, what=getattr(predicate, "__name__", ""))
