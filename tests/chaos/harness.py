@@ -73,7 +73,7 @@ DRAIN_TIMEOUT_S = 10
 GRACE_PERIOD_S = DRAIN_TIMEOUT_S + 10
 
 TERMINAL = ("fulfilled", "rejected", "cancelled")
-LOAD_SCOPES = ("orders:write", "orders:read", "orders:cancel")
+LOAD_SCOPES = ("orders:write", "orders:read", "orders:cancel", "customers:all")  # for every customer
 TOKEN_TTL_S = 3600  # longer than any scenario: the load's one token must not expire under it
 RICH_BALANCE = Decimal("100000.00")
 POOR_BALANCE = Decimal("40.00")

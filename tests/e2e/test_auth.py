@@ -15,13 +15,23 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
-from saga_common.web.auth import CUSTOMERS_READ, CUSTOMERS_WRITE, ORDERS_CANCEL, ORDERS_READ, ORDERS_WRITE, SCOPES
+from saga_common.web.auth import (
+    CUSTOMERS_ALL,
+    CUSTOMERS_READ,
+    CUSTOMERS_WRITE,
+    ORDERS_CANCEL,
+    ORDERS_READ,
+    ORDERS_WRITE,
+    SCOPES,
+)
 from saga_dev.localstack import SagaEnvironment
 from tests.support import auth
 from tests.support.processes import ServiceProcess, both_services
+from tests.support.waiting import eventually
 
 OPERATOR = "saga:operator"
 KID = "key-1"
+JWKS_CACHE_S = 3  # how long the services trust fetched keys here: a withdrawn key stops within this
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +45,9 @@ def idp() -> Iterator[tuple[auth.JwksServer, object]]:
 @pytest.fixture(scope="module")
 def services(saga_env_module: SagaEnvironment, idp) -> Iterator[tuple[ServiceProcess, ServiceProcess]]:
     server, _ = idp
-    env = server.service_env(SAGA_AUTH_JWKS_MIN_REFRESH_S="1", SAGA_AUTH_TOKEN_CACHE_S="1")
+    env = server.service_env(
+        SAGA_AUTH_JWKS_MIN_REFRESH_S="1", SAGA_AUTH_TOKEN_CACHE_S="1", SAGA_AUTH_JWKS_CACHE_S=str(JWKS_CACHE_S)
+    )
     with both_services(saga_env_module, env) as services:
         yield services
 
@@ -55,7 +67,7 @@ async def new_customer(client, customers_url: str, idp, balance: str = "100.00")
     response = await client.post(
         f"{customers_url}/customers",
         json={"name": "auth test", "balance": balance},
-        headers=token(idp, CUSTOMERS_WRITE),
+        headers=token(idp, CUSTOMERS_WRITE, CUSTOMERS_ALL),
     )
     assert response.status_code == 201, response.text
     return int(response.json()["id"])
@@ -157,7 +169,9 @@ async def test_bad_tokens_are_401_invalid_token(client, services, idp, case):
 async def test_clock_skew_within_the_leeway_is_accepted(client, services, idp):
     order, _ = services
     now = int(time.time())
-    response = await client.get(f"{order.base_url}/orders", headers=token(idp, ORDERS_READ, exp=now - 5, iat=now - 600))
+    response = await client.get(
+        f"{order.base_url}/orders", headers=token(idp, ORDERS_READ, CUSTOMERS_ALL, exp=now - 5, iat=now - 600)
+    )
     assert response.status_code == 200, response.text
 
 
@@ -177,7 +191,7 @@ async def test_missing_scope_is_403(client, services, idp):
         ("GET", f"{customer.base_url}/customers/1", ORDERS_READ, None),
     ]
     for method, url, scope, body in cases:
-        response = await client.request(method, url, json=body, headers=token(idp, scope))
+        response = await client.request(method, url, json=body, headers=token(idp, scope, CUSTOMERS_ALL))
         assert response.status_code == 403, (method, url, response.text)
         assert 'error="insufficient_scope"' in response.headers["WWW-Authenticate"]
 
@@ -201,7 +215,7 @@ async def test_a_customer_token_sees_and_changes_only_its_own_orders(client, ser
     alice = await new_customer(client, customer.base_url, idp)
     bob = await new_customer(client, customer.base_url, idp)
     as_alice = token(idp, ORDERS_WRITE, ORDERS_READ, ORDERS_CANCEL, CUSTOMERS_READ, customer_id=alice)
-    backend = token(idp, ORDERS_WRITE, ORDERS_READ)
+    backend = token(idp, ORDERS_WRITE, ORDERS_READ, CUSTOMERS_ALL)
 
     alice_order = (await new_order(client, order.base_url, as_alice, alice)).json()["id"]
     bob_order = await new_order(client, order.base_url, backend, bob)
@@ -257,7 +271,7 @@ async def test_a_customer_token_sees_and_changes_only_its_own_orders(client, ser
 async def test_the_operator_reads_everything_and_changes_nothing(client, services, idp):
     order, customer = services
     someone = await new_customer(client, customer.base_url, idp)
-    placed = await new_order(client, order.base_url, token(idp, ORDERS_WRITE), someone)
+    placed = await new_order(client, order.base_url, token(idp, ORDERS_WRITE, CUSTOMERS_ALL), someone)
     operator = token(idp, OPERATOR)
     assert (await client.get(f"{order.base_url}/orders/{placed.json()['id']}", headers=operator)).status_code == 200
     assert (await client.get(f"{customer.base_url}/customers/{someone}", headers=operator)).status_code == 200
@@ -273,7 +287,7 @@ async def test_keys_rotate_without_a_restart_and_unknown_keys_cannot_flood_the_p
     new_key = auth.ec_key()
     new_kid = f"key-{uuid.uuid4().hex[:6]}"
     server.publish((old_key, KID), (new_key, new_kid))
-    rotated = auth.bearer(auth.sign(new_key, new_kid, scope=ORDERS_READ))
+    rotated = auth.bearer(auth.sign(new_key, new_kid, scope=f"{ORDERS_READ} {CUSTOMERS_ALL}"))
     # The first request with the new kid makes the service refetch the JWKS (at most once a second).
     deadline = time.monotonic() + 10
     while (response := await client.get(f"{order.base_url}/orders", headers=rotated)).status_code != 200:
@@ -292,7 +306,7 @@ async def test_keys_rotate_without_a_restart_and_unknown_keys_cannot_flood_the_p
     # The old key retired: once the provider stops publishing it, its tokens stop working (a token verified
     # before is remembered for SAGA_AUTH_TOKEN_CACHE_S, 1 s here).
     server.publish((new_key, new_kid))
-    old = auth.bearer(auth.sign(old_key, KID, scope=ORDERS_READ))
+    old = auth.bearer(auth.sign(old_key, KID, scope=f"{ORDERS_READ} {CUSTOMERS_ALL}"))
     unknown = auth.bearer(auth.sign(auth.ec_key(), "trigger-refresh", scope=ORDERS_READ))
     deadline = time.monotonic() + 10
     while (await client.get(f"{order.base_url}/orders", headers=old)).status_code != 401:
@@ -306,6 +320,107 @@ async def test_keys_rotate_without_a_restart_and_unknown_keys_cannot_flood_the_p
     while (await client.get(f"{order.base_url}/orders", headers=old)).status_code != 200:
         assert time.monotonic() < deadline, "the restored key is still refused"
         await asyncio.sleep(0.3)
+
+
+# Customer binding fails closed: only a JSON integer in 1..2^63-1 binds; no claim acts for every customer only
+# with customers:all (or reads, with the operator scope); a claim that is there but is no customer id is invalid.
+CLAIM_CASES = {
+    "missing": (None, 403),
+    "misspelled": ({"customerId": 1}, 403),
+    "null": ({"customer_id": None}, 401),
+    "float": ({"customer_id": 1.0}, 401),
+    "string": ({"customer_id": "1"}, 401),
+    "non-ASCII digits": ({"customer_id": "\u0661"}, 401),
+    "underscore": ({"customer_id": "1_0"}, 401),
+    "huge": ({"customer_id": 2**64}, 401),
+    "negative": ({"customer_id": -1}, 401),
+    "zero": ({"customer_id": 0}, 401),
+    "bool": ({"customer_id": True}, 401),
+    "list": ({"customer_id": [1]}, 401),
+}
+NOT_ALL_CUSTOMERS = " ".join(scope for scope in SCOPES if scope != CUSTOMERS_ALL)
+
+
+def claim_token(idp, extra: dict | None, scope: str = NOT_ALL_CUSTOMERS) -> dict[str, str]:
+    _, key = idp
+    payload = auth.claims(scope=scope, jti=uuid.uuid4().hex) | (extra or {})
+    return auth.bearer(auth.sign_claims(key, KID, payload))
+
+
+@pytest.mark.parametrize("case", list(CLAIM_CASES))
+async def test_a_token_without_a_valid_customer_claim_acts_for_nobody(client, services, idp, case):
+    order, customer = services
+    extra, expected = CLAIM_CASES[case]
+    headers = claim_token(idp, extra)
+    someone = await new_customer(client, customer.base_url, idp)
+    attempts = [
+        ("GET", f"{order.base_url}/orders", None),
+        ("GET", f"{order.base_url}/orders/1", None),
+        (
+            "POST",
+            f"{order.base_url}/orders/",
+            {"customer_id": someone, "product_id": 1, "quantity": 1, "total_price": "1"},
+        ),
+        ("GET", f"{customer.base_url}/customers", None),
+        ("GET", f"{customer.base_url}/customers/{someone}", None),
+        ("POST", f"{customer.base_url}/customers", {"name": "mallory", "balance": "1000000.00"}),
+    ]
+    for method, url, body in attempts:
+        response = await client.request(method, url, json=body, headers=headers)
+        assert response.status_code == expected, (case, method, url, response.status_code, response.text)
+        challenge = response.headers["WWW-Authenticate"]
+        if expected == 401:
+            assert 'error="invalid_token"' in challenge and "customer_id" in response.json()["detail"], challenge
+        else:
+            assert 'error="insufficient_scope", scope="customers:all"' in challenge, challenge
+            assert "bound to no customer" in response.json()["detail"], response.text
+
+
+async def test_an_invalid_customer_claim_is_refused_even_with_customers_all(client, services, idp):
+    order, _ = services
+    for extra in ({"customer_id": None}, {"customer_id": "7"}, {"customer_id": 7.0}):
+        response = await client.get(
+            f"{order.base_url}/orders", headers=claim_token(idp, extra, f"{ORDERS_READ} {CUSTOMERS_ALL}")
+        )
+        assert response.status_code == 401, (extra, response.text)
+
+
+async def test_customers_all_acts_for_every_customer_and_a_claim_narrows_it(client, services, idp):
+    order, customer = services
+    alice = await new_customer(client, customer.base_url, idp)
+    bob = await new_customer(client, customer.base_url, idp)
+    back_office = token(idp, ORDERS_WRITE, ORDERS_READ, CUSTOMERS_READ, CUSTOMERS_ALL)
+    for someone in (alice, bob):
+        assert (await new_order(client, order.base_url, back_office, someone)).status_code == 201
+        assert (await client.get(f"{customer.base_url}/customers/{someone}", headers=back_office)).status_code == 200
+    # customers:all and a customer claim: the claim wins, the token is Alice's only.
+    narrowed = token(idp, ORDERS_WRITE, ORDERS_READ, CUSTOMERS_READ, CUSTOMERS_ALL, customer_id=alice)
+    assert (await new_order(client, order.base_url, narrowed, bob)).status_code == 403
+    assert (await client.get(f"{customer.base_url}/customers/{bob}", headers=narrowed)).status_code == 404
+    listed = await client.get(f"{order.base_url}/orders?limit=100", headers=narrowed)
+    assert {o["customer_id"] for o in listed.json()} == {alice}, listed.text
+
+
+async def test_a_key_withdrawn_from_the_jwks_verifies_no_new_token_after_the_cache_time(client, services, idp):
+    """No token naming an unknown key is sent here: the withdrawal must be seen by the cache's expiry alone."""
+    server, old_key = idp
+    order, _ = services
+    extra_key, extra_kid = auth.ec_key(), f"withdrawn-{uuid.uuid4().hex[:6]}"
+
+    def fresh() -> dict[str, str]:  # a new token each time: none is answered from the verified-token cache
+        scope = f"{ORDERS_READ} {CUSTOMERS_ALL}"
+        return auth.bearer(auth.sign(extra_key, extra_kid, scope=scope, jti=uuid.uuid4().hex))
+
+    async def status() -> int:
+        return (await client.get(f"{order.base_url}/orders", headers=fresh())).status_code
+
+    server.publish((old_key, KID), (extra_key, extra_kid))
+    await eventually(status, until=lambda code: code == 200, timeout=10, interval=0.2, what="the new key trusted")
+    server.publish((old_key, KID))
+    withdrawn = time.monotonic()
+    await eventually(status, until=lambda code: code == 401, timeout=JWKS_CACHE_S + 10, interval=0.2)
+    elapsed = time.monotonic() - withdrawn
+    assert elapsed <= JWKS_CACHE_S + 1.5, f"the withdrawn key verified new tokens for {elapsed:.1f}s"
 
 
 async def test_no_token_leaks_into_logs_metrics_timelines_or_error_bodies(client, services, idp):

@@ -102,7 +102,7 @@ def test_sagas_through_the_order_pod_are_fulfilled_or_rejected_and_traced(
 ) -> None:
     order_url = f"http://127.0.0.1:{chart_stack.port_of('order-service')}"
 
-    headers = chart_stack.auth_headers("orders:write", "orders:read")
+    headers = chart_stack.auth_headers("orders:write", "orders:read", "customers:all")
 
     async def scenario() -> tuple[dict, dict]:
         async with httpx.AsyncClient(timeout=30, headers=headers) as http:
@@ -159,7 +159,7 @@ class OrderPlacer(threading.Thread):
 
 def test_a_rolling_stop_with_sagas_in_flight_drains_and_loses_nothing(chart_stack: ChartOnDocker) -> None:
     order_url = f"http://127.0.0.1:{chart_stack.port_of('order-service')}"
-    headers = chart_stack.auth_headers("orders:write", "orders:read")
+    headers = chart_stack.auth_headers("orders:write", "orders:read", "customers:all")
     placer = OrderPlacer(order_url, headers)
     placer.start()
     try:

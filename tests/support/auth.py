@@ -50,6 +50,12 @@ def sign(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, kid: str, **overri
     return jwt.encode(claims(**overrides), key, algorithm=algorithm, headers={"kid": kid})
 
 
+def sign_claims(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, kid: str, payload: dict[str, Any]) -> str:
+    """Exactly `payload` signed (a claim may be JSON null here, which `sign` would drop)."""
+    algorithm = "RS256" if isinstance(key, rsa.RSAPrivateKey) else "ES256"
+    return jwt.encode(payload, key, algorithm=algorithm, headers={"kid": kid})
+
+
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 

@@ -9,7 +9,15 @@ from pydantic import ValidationError
 
 from customer_service.settings import CustomerSettings
 from order_service.settings import OrderSettings
-from saga_common.web.auth import Authenticator, AuthError, JwksCache
+from saga_common.web.auth import (
+    MAX_CUSTOMER_ID,
+    Authenticator,
+    AuthError,
+    JwksCache,
+    NotBound,
+    Principal,
+    parse_customer_claim,
+)
 from tests.support import auth
 
 PRODUCTION = {
@@ -140,11 +148,11 @@ async def test_the_authenticator_never_returns_the_token_in_its_errors(tmp_path)
     with pytest.raises(AuthError) as refused:
         await authenticator.principal(token)
     assert token not in str(refused.value)
-    principal = await authenticator.principal(auth.sign(key, "a", scope="orders:read", customer_id="42"))
+    principal = await authenticator.principal(auth.sign(key, "a", scope="orders:read", customer_id=42))
     assert principal.customer_id == 42
     assert principal.scopes == {"orders:read"}
-    for bad in (True, "abc", -1, 0):
-        with pytest.raises(AuthError, match="customer claim"):
+    for bad in (True, "abc", "42", -1, 0):
+        with pytest.raises(AuthError, match="'customer_id' claim is not a customer id"):
             await authenticator.principal(auth.sign(key, "a", scope="orders:read", customer_id=bad))
 
 
@@ -186,9 +194,11 @@ async def test_a_pem_certificate_serves_as_the_key_set(tmp_path):
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     settings = OrderSettings(auth_enabled=True, auth_issuer="saga-dev", auth_jwks_url=pem.as_uri())
-    token = tokens.mint(tokens.ensure_key(key_file), subject="t", scopes=["orders:read"], issuer="saga-dev")
+    token = tokens.mint(
+        tokens.ensure_key(key_file), subject="t", scopes=["orders:read", "customers:all"], issuer="saga-dev"
+    )
     principal = await Authenticator(settings).principal(token)
-    assert principal.scopes == {"orders:read"}
+    assert principal.scopes == {"orders:read", "customers:all"}
 
 
 async def test_a_verified_token_is_remembered_until_it_expires_or_the_cache_time_passes(tmp_path, monkeypatch):
@@ -211,7 +221,7 @@ async def test_a_verified_token_is_remembered_until_it_expires_or_the_cache_time
         return await real_verify(token)
 
     monkeypatch.setattr(authenticator, "_verify", counted)
-    token = auth.sign(key, "a", scope="orders:read")
+    token = auth.sign(key, "a", scope="orders:read customers:all")
     first = await authenticator.principal(token)
     assert await authenticator.principal(token) == first
     assert len(verifications) == 1
@@ -226,8 +236,76 @@ async def test_a_verified_token_is_remembered_until_it_expires_or_the_cache_time
     assert len(verifications) == 4
     # Never past its own expiry, however long the cache time.
     authenticator._settings = settings.model_copy(update={"auth_token_cache_s": 3600})
-    short = auth.sign(key, "a", scope="orders:read", exp=int(time.time()) + 1)
+    short = auth.sign(key, "a", scope="orders:read customers:all", exp=int(time.time()) + 1)
     await authenticator.principal(short)
     await asyncio.sleep(max(0.0, int(time.time()) + 1.05 - time.time()))
     with pytest.raises(AuthError, match="expired"):
         await authenticator.principal(short)
+
+
+@pytest.mark.parametrize("value", [1, 42, MAX_CUSTOMER_ID])
+def test_a_customer_claim_is_a_json_integer_in_range(value):
+    assert parse_customer_claim({"customer_id": value}, "customer_id") == value
+
+
+def test_no_customer_claim_is_none_and_another_claim_name_is_no_claim():
+    assert parse_customer_claim({}, "customer_id") is None
+    assert parse_customer_claim({"customerId": 5, "customer": 5}, "customer_id") is None
+    assert parse_customer_claim({"cid": 5}, "cid") == 5
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        1.0,
+        1.5,
+        "1",
+        "42",
+        "\u0661",
+        "\uff11",
+        "1_0",
+        " 1",
+        "",
+        0,
+        -1,
+        -(2**63),
+        MAX_CUSTOMER_ID + 1,
+        2**200,
+        True,
+        False,
+        [1],
+        {"id": 1},
+    ],
+    ids=repr,
+)
+def test_anything_else_in_the_customer_claim_is_refused(value):
+    with pytest.raises(AuthError, match="'customer_id' claim is not a customer id"):
+        parse_customer_claim({"customer_id": value}, "customer_id")
+
+
+async def test_a_token_bound_to_nobody_needs_customers_all(tmp_path):
+    path = tmp_path / "jwks.json"
+    key = auth.rsa_key()
+    write_jwks(path, (key, "a"))
+    settings = OrderSettings(auth_enabled=True, auth_issuer=auth.ISSUER, auth_jwks_url=path.as_uri())
+    authenticator = Authenticator(settings)
+    for scope in ("orders:read orders:write customers:write", "orders:read customers:al", ""):
+        with pytest.raises(NotBound, match="customers:all"):
+            await authenticator.principal(auth.sign(key, "a", scope=scope))
+    back_office = await authenticator.principal(auth.sign(key, "a", scope="orders:read customers:all"))
+    assert back_office.sees_customer(1) and back_office.sees_customer(2) and back_office.customer_filter is None
+    operator = await authenticator.principal(auth.sign(key, "a", scope="saga:operator"))
+    assert operator.operator and operator.sees_customer(3)
+    # A claim narrows customers:all to that customer.
+    narrowed = await authenticator.principal(auth.sign(key, "a", scope="orders:read customers:all", customer_id=7))
+    assert not narrowed.all_customers and narrowed.customer_filter == 7
+    assert narrowed.sees_customer(7) and not narrowed.sees_customer(8)
+    # A principal bound to nobody cannot even be built.
+    with pytest.raises(ValueError):
+        Principal(subject="x", scopes=frozenset())
+
+
+def test_the_jwks_cache_bound_is_what_the_docs_promise():
+    # docs/security.md: a key withdrawn from the JWKS verifies no new token after SAGA_AUTH_JWKS_CACHE_S (60 s).
+    assert OrderSettings().auth_jwks_cache_s == 60

@@ -95,6 +95,8 @@ def _model(settings_factory: Callable[[], ServiceSettings]) -> type[ServiceSetti
 def _serve(settings: ServiceSettings, app_factory: str, host: str | None, port: int | None) -> None:
     import uvicorn
 
+    from saga_common.web.limits import protocol_class
+
     uvicorn.run(
         app_factory,
         factory=True,
@@ -104,6 +106,11 @@ def _serve(settings: ServiceSettings, app_factory: str, host: str | None, port: 
         access_log=False,
         timeout_graceful_shutdown=int(settings.drain_timeout_s) + 5,
         loop="uvloop",
-        http="httptools",
+        # httptools with a bound on the request head and a deadline for the whole request (uvicorn has neither
+        # for httptools; its h11 limit would cost the faster parser).
+        http=protocol_class(
+            max_head_bytes=settings.http_max_header_bytes, request_timeout_s=settings.http_request_timeout_s
+        ),
+        timeout_keep_alive=settings.http_keepalive_timeout_s,
         lifespan="on",
     )

@@ -51,6 +51,32 @@ class ServiceSettings(BaseSettings):
 
     http_host: str = "0.0.0.0"
     http_port: int = Field(8000, ge=1, le=65535)
+    # Bounds on what one client can make the process hold (saga_common.web.limits, docs/security.md).
+    http_max_body_bytes: int = Field(
+        64 * 1024, ge=1024, description="Largest request body; a larger one is refused with 413 before it is read."
+    )
+    http_max_header_bytes: int = Field(
+        16 * 1024,
+        ge=1024,
+        le=1024 * 1024,
+        description="Largest request head (request line and headers); past it 431 and the connection is closed.",
+    )
+    http_request_timeout_s: float = Field(
+        20.0,
+        gt=0,
+        le=600,
+        description="A request, head and body, must arrive within this many seconds of its first byte (or of the "
+        "connection's opening); else 408 and the connection is closed.",
+    )
+    http_keepalive_timeout_s: int = Field(
+        5, ge=1, le=600, description="An idle keep-alive connection is closed after this many seconds."
+    )
+    http_max_concurrent_requests: int = Field(
+        512,
+        ge=1,
+        description="Requests handled at once by one process (probes and /metrics not counted); past it 503 with "
+        "Retry-After.",
+    )
 
     db_pool_size: int = Field(
         10,
@@ -122,7 +148,13 @@ class ServiceSettings(BaseSettings):
         "customer_id", min_length=1, description="The claim that binds a token to one customer."
     )
     auth_operator_scope: str = Field("saga:operator", min_length=1, description="The scope that reads everything.")
-    auth_jwks_cache_s: float = Field(300.0, gt=0, description="How long fetched keys are trusted before a refetch.")
+    auth_jwks_cache_s: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="How long fetched keys are trusted before a refetch: a key withdrawn from the JWKS verifies no "
+        "new token after this long.",
+    )
     auth_token_cache_s: float = Field(
         60.0,
         ge=0,

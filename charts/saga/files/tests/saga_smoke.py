@@ -62,7 +62,7 @@ def call(method: str, url: str, body: dict | None = None, expect: int = 200, tok
 
 def main() -> int:
     signer = bool(os.environ.get("SAGA_DEV_SIGNING_KEY"))
-    admin_token = mint("customers:write") if signer else os.environ.get("ADMIN_TOKEN")
+    admin_token = mint("customers:write", "customers:all") if signer else os.environ.get("ADMIN_TOKEN")
     # Without a token, the APIs answer 401: authentication is on.
     call("GET", f"{ORDER_URL}/orders", expect=401)
     if admin_token:

@@ -25,7 +25,8 @@ from saga_common.observability.metrics import HttpMetricsMiddleware
 from saga_common.persistence.db import Database
 from saga_common.runtime import ServiceRuntime, ServiceSpec
 from saga_common.settings import ServiceSettings
-from saga_common.web.auth import AUTH_RESPONSES, Authenticator
+from saga_common.web.auth import AUTH_RESPONSES, AuthenticateFirst, Authenticator
+from saga_common.web.limits import BodyLimit, ConcurrencyLimit
 from saga_common.web.strings import encodable
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ def create_service_app(
         # FastAPI's own answer to a JSON body that is not UTF-8: documented, so clients (and schemathesis) know it.
         responses={
             400: {"model": Problem, "description": "The request body cannot be read (e.g. not UTF-8)"},
+            413: {"model": Problem, "description": "The request body is larger than `SAGA_HTTP_MAX_BODY_BYTES`"},
             503: {
                 "model": Problem,
                 "description": "The database is unreachable, restarting or saturated: retry after `Retry-After` "
@@ -89,6 +91,11 @@ def create_service_app(
     for router in routers:
         app.include_router(router)
     app.add_middleware(TraceparentResponseHeader)
+    # The last added runs first: the metrics see every answer; then the cheapest refusals, before any work:
+    # too many requests in progress, a body too large, no valid token (none of them reads the body).
+    app.add_middleware(AuthenticateFirst, service_app=app)
+    app.add_middleware(BodyLimit, max_bytes=settings.http_max_body_bytes)
+    app.add_middleware(ConcurrencyLimit, limit=settings.http_max_concurrent_requests, retry_after_s=RETRY_AFTER_S)
     app.add_middleware(HttpMetricsMiddleware)
     if tracing_on:
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor

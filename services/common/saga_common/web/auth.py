@@ -7,9 +7,15 @@ keys). Issuer, audience and expiry are checked with a small leeway for clock ske
 refused before any key is looked at: only the algorithms configured (asymmetric ones, see settings) pass.
 
 Scopes come from the `scope` claim (space-separated, RFC 8693) or `scp` (a list, as some providers send).
-A token that carries the customer claim (`customer_id` by default) is bound to that customer: it sees only
-that customer's orders and record; anything else answers 404, as if it did not exist. The operator scope
-reads everything. With authentication off (development only) every request is the development principal.
+A token that carries the customer claim (`customer_id` by default, a JSON integer from 1 to 2^63-1) is bound
+to that customer: it sees only that customer's orders and record; anything else answers 404, as if it did not
+exist. Binding fails closed: a token acts for every customer only through the back-office scope
+`customers:all` (or reads everything with the operator scope); a token with neither and no customer claim is
+refused (403), and a claim that is not a customer id (null, a float, a string, a bool, out of range) makes the
+token invalid (401). With authentication off (development only) every request is the development principal.
+
+The token is checked before the request's body is read (`AuthenticateFirst`, an ASGI middleware): a request
+without a valid token costs a header parse and a signature check, never a body.
 
 Nothing here logs or returns a token: errors name what was wrong, never what was sent.
 """
@@ -34,8 +40,11 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from fastapi import Depends, HTTPException, Request, Security, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+from starlette.applications import Starlette
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from saga_common.settings import ServiceSettings
+from saga_common.web.limits import CLOSE, has_body, send_problem
 
 log = logging.getLogger(__name__)
 
@@ -44,17 +53,24 @@ ORDERS_READ = "orders:read"
 ORDERS_CANCEL = "orders:cancel"
 CUSTOMERS_WRITE = "customers:write"
 CUSTOMERS_READ = "customers:read"
-SCOPES = (ORDERS_WRITE, ORDERS_READ, ORDERS_CANCEL, CUSTOMERS_WRITE, CUSTOMERS_READ)
+CUSTOMERS_ALL = "customers:all"  # back office: acts for every customer (no customer claim)
+SCOPES = (ORDERS_WRITE, ORDERS_READ, ORDERS_CANCEL, CUSTOMERS_WRITE, CUSTOMERS_READ, CUSTOMERS_ALL)
 READ_SCOPES = frozenset({ORDERS_READ, CUSTOMERS_READ})
 
 REALM = "saga"
 JWKS_FETCH_TIMEOUT_S = 5.0
 MAX_JWKS_BYTES = 512 * 1024
 MAX_REMEMBERED_TOKENS = 10_000
+MAX_CUSTOMER_ID = 2**63 - 1  # the databases' bigint
+PRINCIPAL_SCOPE_KEY = "saga.principal"  # where AuthenticateFirst leaves the verified principal in the ASGI scope
 
 
 class AuthError(Exception):
     """A token that proves nothing: 401."""
+
+
+class NotBound(Exception):
+    """A valid token bound to no customer and without the scope to act for all of them: 403."""
 
 
 @dataclass(frozen=True)
@@ -63,18 +79,28 @@ class Principal:
     scopes: frozenset[str]
     customer_id: int | None = None
     operator: bool = False
+    all_customers: bool = False
+
+    def __post_init__(self) -> None:
+        # Fail closed: a principal bound to nobody may not exist (it would see everybody).
+        if self.customer_id is None and not (self.operator or self.all_customers):
+            raise ValueError("a principal is bound to a customer, or holds the operator or customers:all scope")
 
     def sees_customer(self, customer_id: int) -> bool:
         """Whether this caller may see (or act on) what belongs to `customer_id`."""
-        return self.operator or self.customer_id is None or self.customer_id == customer_id
+        if self.customer_id is not None:
+            return self.customer_id == customer_id
+        return self.operator or self.all_customers
 
     @property
     def customer_filter(self) -> int | None:
-        """The customer a listing is restricted to (None: everything the caller may read)."""
-        return None if self.operator else self.customer_id
+        """The customer a listing is restricted to (None: every customer, for the operator and back office)."""
+        return self.customer_id
 
 
-DEVELOPMENT_PRINCIPAL = Principal(subject="development (authentication off)", scopes=frozenset(SCOPES), operator=True)
+DEVELOPMENT_PRINCIPAL = Principal(
+    subject="development (authentication off)", scopes=frozenset(SCOPES), operator=True, all_customers=True
+)
 
 
 class JwksCache:
@@ -272,17 +298,34 @@ class Authenticator:
 
     def _principal_from(self, claims: dict[str, Any]) -> Principal:
         scopes = _scopes_of(claims)
-        customer_id = None
-        raw = claims.get(self._settings.auth_customer_claim)
-        if raw is not None:
-            try:
-                customer_id = int(raw)
-            except (TypeError, ValueError):
-                raise AuthError("the token's customer claim is not a customer id") from None
-            if isinstance(raw, bool) or customer_id <= 0:
-                raise AuthError("the token's customer claim is not a customer id")
+        claim = self._settings.auth_customer_claim
+        customer_id = parse_customer_claim(claims, claim)
         operator = self._settings.auth_operator_scope in scopes and customer_id is None
-        return Principal(subject=str(claims["sub"]), scopes=scopes, customer_id=customer_id, operator=operator)
+        all_customers = CUSTOMERS_ALL in scopes and customer_id is None
+        if customer_id is None and not (operator or all_customers):
+            raise NotBound(
+                f"the token is bound to no customer: it needs a {claim!r} claim (a customer id) "
+                f"or the {CUSTOMERS_ALL} scope"
+            )
+        return Principal(
+            subject=str(claims["sub"]),
+            scopes=scopes,
+            customer_id=customer_id,
+            operator=operator,
+            all_customers=all_customers,
+        )
+
+
+def parse_customer_claim(claims: dict[str, Any], claim: str) -> int | None:
+    """The customer id a token is bound to, None when it has no such claim; AuthError when the claim is there
+    but is not a JSON integer from 1 to 2^63-1 (null, a bool, a float such as 7.0, a string, anything else):
+    a claim the provider did not mean is never read as a customer, nor as "no customer"."""
+    if claim not in claims:
+        return None
+    raw = claims[claim]
+    if type(raw) is not int or not 1 <= raw <= MAX_CUSTOMER_ID:
+        raise AuthError(f"the token's {claim!r} claim is not a customer id (an integer from 1 to {MAX_CUSTOMER_ID})")
+    return raw
 
 
 def _scopes_of(claims: dict[str, Any]) -> frozenset[str]:
@@ -310,6 +353,35 @@ def _unauthorized(reason: str | None) -> HTTPException:
     )
 
 
+def _forbidden(reason: str, scopes: list[str]) -> HTTPException:
+    return HTTPException(
+        status.HTTP_403_FORBIDDEN,
+        reason,
+        headers={"WWW-Authenticate": f'Bearer realm="{REALM}", error="insufficient_scope", scope="{" ".join(scopes)}"'},
+    )
+
+
+async def _verified_principal(authenticator: Authenticator, token: str | None, method: str, path: str) -> Principal:
+    """The token's principal, or the HTTPException (401, or 403 for a token bound to no customer) to answer."""
+    if not token:
+        raise _unauthorized(None)
+    try:
+        return await authenticator.principal(token)
+    except AuthError as exc:
+        log.info("%s %s: token refused: %s", method, path, exc)
+        raise _unauthorized(str(exc)) from None
+    except NotBound as exc:
+        log.info("%s %s: token refused: %s", method, path, exc)
+        raise _forbidden(str(exc), [CUSTOMERS_ALL]) from None
+
+
+def _bearer_token(authorization: bytes | None) -> str | None:
+    if not authorization:
+        return None
+    scheme, _, token = authorization.decode("latin-1").partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
 async def authenticated(
     request: Request,
     security_scopes: SecurityScopes,
@@ -319,23 +391,55 @@ async def authenticated(
     authenticator: Authenticator = request.app.state.authenticator
     if not authenticator.enabled:
         return DEVELOPMENT_PRINCIPAL
-    if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
-        raise _unauthorized(None)
-    try:
-        principal = await authenticator.principal(credentials.credentials)
-    except AuthError as exc:
-        log.info("%s %s: token refused: %s", request.method, request.url.path, exc)
-        raise _unauthorized(str(exc)) from None
+    principal: Principal | None = request.scope.get(PRINCIPAL_SCOPE_KEY)
+    if principal is None:  # AuthenticateFirst did not run (an app without it, or a route it did not know)
+        usable = credentials is not None and credentials.scheme.lower() == "bearer" and credentials.credentials
+        token = credentials.credentials if usable and credentials is not None else None
+        principal = await _verified_principal(authenticator, token, request.method, request.url.path)
     missing = [scope for scope in security_scopes.scopes if not _grants(principal, scope)]
     if missing:
-        raise HTTPException(
-            status.HTTP_403_FORBIDDEN,
-            f"the token lacks the scope {' '.join(missing)}",
-            headers={
-                "WWW-Authenticate": f'Bearer realm="{REALM}", error="insufficient_scope", scope="{" ".join(missing)}"'
-            },
-        )
+        raise _forbidden(f"the token lacks the scope {' '.join(missing)}", missing)
     return principal
+
+
+# What answers without a token (the probes, /metrics, the service's card and its API documents): every other
+# path needs one, so a route added later is covered without a list to keep up to date.
+OPEN_PATHS = frozenset(
+    {"/", "/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+)
+
+
+class AuthenticateFirst:
+    """Verify the bearer token before anything reads the request's body: without a valid token the answer is
+    the same 401 (or 403 for a token bound to no customer) the routes' dependency gives, but the body is never
+    read nor parsed. The principal is left in the scope for the dependency, which still checks the route's
+    scopes. Fails closed: every path but `OPEN_PATHS` needs a token (an unknown one too: 401, not 404)."""
+
+    def __init__(self, app: ASGIApp, *, service_app: Starlette) -> None:
+        self.app = app
+        self.service_app = service_app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        authenticator: Authenticator | None = getattr(self.service_app.state, "authenticator", None)
+        if scope["type"] != "http" or authenticator is None or not authenticator.enabled or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        authorization = next((value for name, value in scope["headers"] if name == b"authorization"), None)
+        try:
+            principal = await _verified_principal(
+                authenticator, _bearer_token(authorization), scope["method"], scope["path"]
+            )
+        except HTTPException as exc:
+            headers = [
+                (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in (exc.headers or {}).items()
+            ]
+            # The body, if any, is left unread: close the connection rather than read it to keep it alive.
+            await send_problem(
+                send, exc.status_code, str(exc.detail), [*headers, *([CLOSE] if has_body(scope) else [])]
+            )
+            return
+        scope[PRINCIPAL_SCOPE_KEY] = principal
+        await self.app(scope, receive, send)
 
 
 def _grants(principal: Principal, scope: str) -> bool:
@@ -358,5 +462,8 @@ AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
         "description": "No bearer token, or one that is malformed, expired, wrongly signed or not meant for "
         "this API; `WWW-Authenticate` says which"
     },
-    403: {"description": "The token lacks a scope this operation needs"},
+    403: {
+        "description": "The token lacks a scope this operation needs, or is bound to no customer without the "
+        "`customers:all` scope"
+    },
 }

@@ -25,7 +25,7 @@ from saga_tools.tokens import LocalIdentity
 # costs about 10% of the throughput here): WARNING keeps the figures about the saga, not the log volume.
 SERVICE_ENV = {"SAGA_LOG_LEVEL": "WARNING", "SAGA_DEADLINE_S": "120"}
 RICH_BALANCE = Decimal("1000000000.00")
-LOAD_SCOPES = ("orders:write", "orders:read")
+LOAD_SCOPES = ("orders:write", "orders:read", "customers:all")  # one token orders for every customer
 
 
 @dataclass
@@ -89,7 +89,7 @@ class BenchStack:
     def create_customers(self, count: int) -> list[int]:
         assert self.identity is not None
         ids = []
-        headers = self.identity.headers(["customers:write"])
+        headers = self.identity.headers(["customers:write", "customers:all"])
         with httpx.Client(timeout=10, headers=headers) as http:
             for n in range(count):
                 response = http.post(
