@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.chart.saga_chart import CHART_DIR, ROOT, render
+from tests.support.chart import CHART_DIR, ROOT, render
 
 SCHEMAS = Path(__file__).parent / "schemas"
 KIND_CONFIG = ROOT / "k8s" / "kind-config.yaml"

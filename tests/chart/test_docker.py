@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.chart.saga_chart import ROOT, chart
-from tests.chart.test_contract import OTEL_VARIABLES, PYTHON_VARIABLES, SETTINGS, settings_env_names
+from tests.support.chart import ROOT, chart
+from tests.support.service_settings import OTEL_VARIABLES, PYTHON_VARIABLES, SETTINGS, settings_env_names
 
 DOCKERFILES = {service: ROOT / "docker" / f"{service}.Dockerfile" for service in SETTINGS}
 COMPOSE = ROOT / "docker" / "compose.yaml"

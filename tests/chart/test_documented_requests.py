@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from tests.chart.saga_chart import ROOT, render
+from tests.support.chart import ROOT, render
 
 pytestmark = pytest.mark.chart
 

@@ -20,8 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.chart.conftest import rendered_variant
-from tests.chart.saga_chart import Rendered, Workload, hook_of
+from tests.support.chart import Rendered, Workload, hook_of, rendered_variant
 
 # Within its phase a hook runs by weight; the release's objects all come at once (one rank).
 PRE, RELEASE, POST = 0, 1, 2

@@ -13,8 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.chart.conftest import ALL_VARIANTS, rendered_variant
-from tests.chart.saga_chart import KUBE_VERSION, PLAIN_MANIFESTS, ROOT
+from tests.support.chart import ALL_VARIANTS, KUBE_VERSION, PLAIN_MANIFESTS, ROOT, rendered_variant
 
 KIND_CONFIG = ROOT / "k8s" / "kind-config.yaml"
 

@@ -14,8 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.chart.conftest import rendered_variant
-from tests.chart.saga_chart import Rendered
+from tests.support.chart import Rendered, rendered_variant
 
 
 @dataclass(frozen=True)

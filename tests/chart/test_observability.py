@@ -19,8 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.chart.conftest import ALL_VARIANTS, rendered_variant, require_tool
-from tests.chart.saga_chart import CHART_DIR, Rendered
+from tests.support.chart import ALL_VARIANTS, CHART_DIR, Rendered, rendered_variant, require_tool
 
 DASHBOARDS = sorted((CHART_DIR / "files" / "grafana" / "dashboards").glob("*.json"))
 RULES_FILE = CHART_DIR / "files" / "prometheus" / "alerts.yaml"
@@ -167,7 +166,7 @@ def test_grafana_provisions_the_data_sources_with_fixed_uids() -> None:
 def test_grafana_without_jaeger_has_no_jaeger_data_source() -> None:
     rendered = rendered_variant("external-collector")
     assert not any(c["metadata"]["name"].endswith("-grafana") for c in rendered.of_kind("ConfigMap"))
-    from tests.chart.saga_chart import render
+    from tests.support.chart import render
 
     rendered = render({"jaeger": {"enabled": False}})
     sources = yaml.safe_load(grafana_data(rendered, "-grafana")["datasources.yaml"])["datasources"]

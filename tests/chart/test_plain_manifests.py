@@ -12,8 +12,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from tests.chart.saga_chart import K8S_DIR, PLAIN_MANIFESTS, ROOT, plain_manifests_text
-from tests.chart.test_contract import SETTINGS
+from tests.support.chart import K8S_DIR, PLAIN_MANIFESTS, ROOT, plain_manifests_text
+from tests.support.service_settings import SETTINGS
 
 
 def test_the_plain_manifests_match_the_chart() -> None:

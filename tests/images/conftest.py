@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import pytest
 
 from saga_dev.docker_engine import DOCKER, DockerEngine
-from tests.chart.saga_chart import ROOT, Rendered
 from tests.images.stack import IMAGE_TAG, OUR_IMAGES, ChartOnDocker, new_stack
+from tests.support.chart import ROOT, Rendered
 from tests.support.kubelet import Kubelet
 from tests.support.otlp import OtlpReceiver
 

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import serialization
 
 from saga_dev.localstack import POSTGRES_URL, free_port, rabbitmqctl, unique_name
 from saga_tools import tokens
-from tests.chart.saga_chart import Rendered, Workload, render
+from tests.support.chart import Rendered, Workload, render
 from tests.support.kubelet import Kubelet, PodFailed, RunningContainer
 
 IMAGE_TAG = "dev"

@@ -30,7 +30,7 @@ from aio_pika.abc import AbstractChannel, AbstractConnection
 
 from saga_common.contract.topology import BINDINGS, CUSTOMER_SERVICE, ORDER_SERVICE, PUBLISHES
 from saga_dev.localstack import Databases, Vhost, rabbitmqctl, unique_name
-from tests.chart.saga_chart import render
+from tests.support.chart import render
 from tests.support.processes import ServiceProcess
 
 SERVICES = (ORDER_SERVICE, CUSTOMER_SERVICE)

@@ -36,7 +36,7 @@ from typing import Any
 import httpx
 
 from saga_dev.docker_engine import DockerEngine
-from tests.chart.saga_chart import Rendered, Workload
+from tests.support.chart import Rendered, Workload
 
 _VAR = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 _QUANTITY = {"Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "k": 1000, "M": 1000**2, "G": 1000**3}
