@@ -62,10 +62,12 @@ service order order orders
 service customer customer customers
 secret "$RELEASE-rabbitmq-credentials" "erlang-cookie=$(random)" "admin-password=$(random)"
 secret "$RELEASE-grafana-credentials" "admin-password=$(random)"
-# The development token signer (no identity provider): the services mount the certificate, `helm test`-like
-# clients mint tokens with the key (sagactl token). With a real identity provider, set auth.issuer/jwksUrl instead.
+# The development token signer (no identity provider; development only): the services mount the certificate,
+# from a Secret of its own; `helm test`-like clients mint tokens with the key (sagactl token), in another Secret no
+# service mounts. With a real identity provider, set auth.issuer/jwksUrl instead.
 signer=$(mktemp -d)
 openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj /CN=saga-dev-token-signer \
     -keyout "$signer/key.pem" -out "$signer/cert.pem" 2>/dev/null
-secret "$RELEASE-token-signer-credentials" "certificate.pem=$(cat "$signer/cert.pem")" "signing-key.pem=$(cat "$signer/key.pem")"
+secret "$RELEASE-token-signer-credentials" "signing-key.pem=$(cat "$signer/key.pem")"
+secret "$RELEASE-token-verifier-credentials" "certificate.pem=$(cat "$signer/cert.pem")"
 rm -rf "$signer"

@@ -450,6 +450,7 @@ def test_every_reference_resolves(variant: str) -> None:
     existing = {rendered.values.get("services", {}).get(k, {}).get("existingSecret") for k in ("order", "customer")} | {
         rendered.values.get(k, {}).get("existingSecret") for k in ("rabbitmq", "grafana", "auth")
     }
+    existing.add(rendered.values.get("auth", {}).get("existingCertificateSecret"))
     existing.discard(None)
 
     def secret_has(name: str, key: str | None, where: str) -> None:

@@ -112,15 +112,19 @@ def pod_env() -> dict[str, str]:
 
 @pytest.fixture
 def signer(tmp_path: Path) -> Path:
-    """The development signer's Secret, as the chart renders it."""
+    """The development signer, as the chart renders it: the key the test pod mounts, the certificate (a Secret
+    of its own) the services mount."""
     rendered = rendered_variant("defaults")
     pod, _ = hook_objects()
     volume = next(v for v in pod["spec"]["volumes"] if v["name"] == "signer")
-    secret = rendered.get("Secret", volume["secret"]["secretName"])
+    service = rendered.service_workloads()[0]
+    verifier = next(v for v in service.spec["volumes"] if v["name"] == "token-verifier")
     directory = tmp_path / "signer"
     directory.mkdir()
-    for key, value in secret["data"].items():
-        (directory / key).write_bytes(base64.b64decode(value))
+    for secret_volume in (volume, verifier):
+        secret = rendered.get("Secret", secret_volume["secret"]["secretName"])
+        for key, value in secret["data"].items():
+            (directory / key).write_bytes(base64.b64decode(value))
     return directory
 
 

@@ -218,9 +218,15 @@ dict "root" $ "username" "order-service" "password" "..."
 {{- printf "%s_service" .database.username }}
 {{- end }}
 
-{{/* The Secret of the chart's development token signer (only without auth.issuer). */}}
+{{/* The Secret holding the development token signer's private key (only without auth.issuer): the helm test
+pod and `make token` read it, no service does. */}}
 {{- define "saga.tokenSigner" -}}
 {{- .Values.auth.existingSecret | default (include "saga.componentName" (dict "root" . "component" "token-signer")) }}
+{{- end }}
+
+{{/* The Secret holding only the development signer's certificate, which the services mount. */}}
+{{- define "saga.tokenVerifier" -}}
+{{- .Values.auth.existingCertificateSecret | default (include "saga.componentName" (dict "root" . "component" "token-verifier")) }}
 {{- end }}
 
 {{/* Where the services send their traces; empty: tracing off. */}}
@@ -234,6 +240,9 @@ dict "root" $ "username" "order-service" "password" "..."
 
 {{/* Combinations that cannot work; included once, from validate.yaml. */}}
 {{- define "saga.validate" -}}
+{{- if ne (empty .Values.auth.existingSecret) (empty .Values.auth.existingCertificateSecret) }}
+{{- fail "auth.existingSecret (the private key) and auth.existingCertificateSecret (the certificate the services mount) go together" }}
+{{- end }}
 {{- if ne (empty .Values.auth.issuer) (empty .Values.auth.jwksUrl) }}
 {{- fail "auth.issuer and auth.jwksUrl go together: set both (an identity provider) or neither (the development signer)" }}
 {{- end }}
