@@ -1,12 +1,12 @@
 """`make run`'s launcher as a user meets it: it prepares everything, serves the seed's request, stops clean."""
 
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
@@ -15,7 +15,7 @@ import pytest
 from saga_dev.localstack import Databases, Vhost, free_port, unique_name
 from saga_dev.probes import port_open
 from tests.support.saga_client import SEED_ORDER
-from tests.support.waiting import wait_until
+from tests.support.waiting import TimedOut, wait_until
 
 LAUNCHER = str(Path(sys.executable).parent / "saga-dev")
 
@@ -64,21 +64,23 @@ def start(env: dict[str, str]) -> subprocess.Popen[str]:
 
 
 def read_until(process: subprocess.Popen[str], marker: str, timeout: float = 60) -> str:
-    seen = []
-    deadline = time.monotonic() + timeout
+    seen: list[str] = []
     assert process.stdout is not None
     os.set_blocking(process.stdout.fileno(), False)
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if line:
+
+    def printed_or_exited() -> bool:
+        # Reads what is there, up to the marker's line: later lines stay for the next read_until.
+        while line := process.stdout.readline():
             seen.append(line)
             if marker in line:
-                return "".join(seen)
-        elif process.poll() is not None:
-            break
-        else:
-            time.sleep(0.05)
-    raise AssertionError(f"{marker!r} not printed; output so far:\n{''.join(seen)}")
+                return True
+        return process.poll() is not None
+
+    with contextlib.suppress(TimedOut):
+        wait_until(printed_or_exited, timeout=timeout, what=f"{marker!r} printed")
+    if not any(marker in line for line in seen):
+        raise AssertionError(f"{marker!r} not printed; output so far:\n{''.join(seen)}")
+    return "".join(seen)
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])

@@ -62,7 +62,7 @@ async def test_wait_returns_within_milliseconds_of_the_outcome(saga_env):
             return response, time.time()
 
         waiter = asyncio.create_task(waiting())
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(1.0)  # a hold, not a wait: for a second nothing may answer
         assert not waiter.done(), "a pending order must not answer before its outcome"
         await asyncio.to_thread(saga.customer.start)
         response, answered_at = await waiter
