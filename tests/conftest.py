@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from saga_dev.docker_engine import DockerEngine
 from saga_dev.infra import LocalInfrastructure
 from saga_dev.localstack import (
     POSTGRES_URL,
@@ -160,3 +161,14 @@ def otlp_receiver() -> Iterator[OtlpReceiver]:
         yield receiver
     finally:
         receiver.stop()
+
+
+@pytest.fixture(scope="session")
+def engine() -> Iterator[DockerEngine]:
+    """The project's Docker engine (images and compose tiers), started if it does not answer and stopped again
+    if it was started here; its data-root (the cache of images and builds) stays."""
+    engine = DockerEngine.default()
+    started = engine.start()
+    yield engine
+    if started:
+        engine.stop()

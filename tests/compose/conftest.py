@@ -19,14 +19,11 @@ from tests.support.compose import Compose, say
 
 
 @pytest.fixture(scope="session")
-def engine() -> Iterator[DockerEngine]:
-    engine = DockerEngine.default()
-    started = engine.start()
-    # The base of the stand-ins (local/debian) and of our images in the override (local/python).
+def engine(engine: DockerEngine) -> DockerEngine:
+    """The root conftest's engine, with the base of the stand-ins (local/debian) and of our images in the
+    override (local/python) built."""
     engine.build_local_python()
-    yield engine
-    if started:  # its data-root (the cache) stays
-        engine.stop()
+    return engine
 
 
 @pytest.fixture

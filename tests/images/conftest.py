@@ -37,15 +37,6 @@ class BuiltImages:
 
 
 @pytest.fixture(scope="session")
-def engine() -> Iterator[DockerEngine]:
-    engine = DockerEngine.default()
-    started = engine.start()
-    yield engine
-    if started:  # under a second to start again; the data-root (the cache of images and builds) stays
-        engine.stop()
-
-
-@pytest.fixture(scope="session")
 def images(engine: DockerEngine) -> BuiltImages:
     python_image = engine.python_base()
     started = time.monotonic()
