@@ -3,3 +3,8 @@ test_rabbitmq, test_render, test_chart_topology, test_token_signer) import from 
 tests.support.chart."""
 
 from tests.support.chart import *  # noqa: F403
+
+if __name__ == "__main__":  # `make manifests` runs this module
+    import sys
+
+    sys.exit(main(sys.argv[1:]))  # noqa: F405

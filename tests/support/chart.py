@@ -220,10 +220,6 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
-
-
 # Value sets that switch the chart's options; every structural test runs on each.
 VARIANTS: dict[str, dict[str, Any]] = {
     "defaults": {},
@@ -297,3 +293,7 @@ def require_tool(name: str, package: str) -> str:
     if path is None:
         pytest.fail(f"{name} is not installed: {fix_for(package)}")
     return path
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
