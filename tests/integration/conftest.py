@@ -9,8 +9,8 @@ import pytest
 from customer_service.handlers import HANDLERS as CUSTOMER_HANDLERS
 from customer_service.handlers import lock_order as customer_lock_order
 from customer_service.settings import CustomerSettings
-from order_service.handlers import HANDLERS as ORDER_HANDLERS
 from order_service.jobs import order_jobs
+from order_service.saga import HANDLERS as ORDER_HANDLERS
 from order_service.settings import OrderSettings
 from saga_common.contract.topology import CUSTOMER_SERVICE, ORDER_SERVICE
 from saga_common.runtime import ServiceRuntime, ServiceSpec

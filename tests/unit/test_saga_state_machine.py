@@ -8,7 +8,7 @@ from order_service.models import OrderStatus as S
 
 def test_the_happy_path_and_the_compensation():
     assert saga.on_order_fulfilled(S.PENDING) == saga.Decision(S.FULFILLED)
-    assert saga.on_cancel_request(S.FULFILLED) == saga.Decision(S.CANCELLING)
+    assert saga.on_cancel_request(S.FULFILLED) == saga.Decision(S.CANCELLING, release_reason="cancelled_by_client")
     assert saga.on_credit_released(S.CANCELLING) == saga.Decision(S.CANCELLED)
 
 
@@ -51,3 +51,9 @@ def test_a_release_only_completes_a_cancellation(status):
 def test_only_a_fulfilled_order_can_be_cancelled_and_the_refusal_says_why(status, says):
     with pytest.raises(saga.CannotCancel, match=says):
         saga.on_cancel_request(status)
+
+
+def test_the_deadline_rejects_only_a_pending_order():
+    assert saga.on_deadline(S.PENDING) == saga.Decision(S.REJECTED, reason=saga.DEADLINE_REASON)
+    for status in (S.FULFILLED, S.REJECTED, S.CANCELLING, S.CANCELLED):
+        assert not saga.on_deadline(status).changes_anything

@@ -17,12 +17,13 @@ from saga_common.contract.messages import Event
 from saga_common.contract.topology import BINDINGS, Topology
 from saga_common.messaging.broker import Broker, Session
 from saga_common.messaging.consumer import Consumer, Handler
+from saga_common.messaging.relay import OutboxRelay, refresh_backlog_metrics
 from saga_common.observability import metrics
 from saga_common.observability.tracing import untraced
 from saga_common.persistence.db import Database, create_pool
 from saga_common.persistence.migrations import SchemaHistory, current_revision
 from saga_common.persistence.notifications import PgListener
-from saga_common.persistence.outbox import NOTIFY_CHANNEL, OutboxRelay, refresh_backlog_metrics
+from saga_common.persistence.outbox import NOTIFY_CHANNEL
 from saga_common.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -76,11 +77,10 @@ class ServiceRuntime:
         self.settings = settings
         self.spec = spec
         self.pool = create_pool(settings)
+        # Set when there may be outbox rows to publish: by our own commits at once, by NOTIFY for other processes'.
+        outbox_written = asyncio.Event()
         self.db = Database(
-            self.pool,
-            exchange=settings.exchange,
-            group_commit_size=settings.db_group_commit_size,
-            group_commit_concurrency=settings.db_group_commit_concurrency,
+            self.pool, exchange=settings.exchange, on_events_committed=outbox_written.set if relay else None
         )
         self.topology = topology_from(settings)
         self.queues = self.topology.queues(spec.name)
@@ -98,6 +98,7 @@ class ServiceRuntime:
             OutboxRelay(
                 self.db,
                 self.broker,
+                wake=outbox_written,
                 batch_size=settings.outbox_batch_size,
                 poll_interval_s=settings.outbox_poll_interval_s,
             )
@@ -125,10 +126,9 @@ class ServiceRuntime:
             self.broker.on_connected(self.consumer.attach)
         self.listener = PgListener(settings.database_url)
         if self.relay is not None:
-            self.db.on_events_committed = self.relay.wake
-            self.listener.subscribe(NOTIFY_CHANNEL, lambda _payload: self.relay.wake())  # type: ignore[union-attr]
+            self.listener.subscribe(NOTIFY_CHANNEL, lambda _payload: outbox_written.set())
             # Rows written while nobody listened (start-up, a PostgreSQL restart) are picked up at once.
-            self.listener.on_reconnect(self.relay.wake)
+            self.listener.on_reconnect(outbox_written.set)
         for channel, callback in spec.notifications.items():
             self.listener.subscribe(channel, callback)
         self.database_ok = False

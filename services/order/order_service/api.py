@@ -17,13 +17,11 @@ from order_service.orders import OrderRow
 from order_service.schemas import OrderCreate, OrderOut
 from order_service.timeline import SagaTimeline, timeline_of
 from order_service.waiters import MAX_WAIT_S, OutcomeWaiters
-from saga_common.contract.messages import OrderCancelled, OrderCreated
-from saga_common.observability import metrics, tracing
-from saga_common.observability.logs import current_order_id
+from saga_common.observability import tracing
 from saga_common.persistence.db import Database
-from saga_common.persistence.unit_of_work import UnitOfWork
 from saga_common.web.app import DatabaseDep, Problem
 from saga_common.web.auth import OrdersCanceller, OrdersReader, OrdersWriter, Principal
+from saga_common.web.strings import Text
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["orders"])
@@ -31,7 +29,7 @@ router = APIRouter(tags=["orders"])
 MAX_PAGE_SIZE = 100
 OrderId = Annotated[int, Path(gt=0, le=2**63 - 1, description="The order's id")]
 IdempotencyKey = Annotated[
-    str | None,
+    Text | None,
     Header(
         alias="Idempotency-Key",
         min_length=1,
@@ -64,32 +62,15 @@ async def create_order(
     if not principal.sees_customer(body.customer_id):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "this token may order only for its own customer")
     fingerprint = hashlib.sha256(body.fingerprint_source().encode()).hexdigest()
-    deadline = timedelta(seconds=request.app.state.settings.deadline_s)
-    trace_parent = tracing.current_traceparent()
-
-    async def insert(uow: UnitOfWork) -> tuple[OrderRow | None, bool]:
-        """The order and its order.created, or the order an earlier request made with this key (replayed).
-        It may run twice (group commit, group_commit.py): only database work and emits in here."""
-        row = await orders.insert_order(
-            uow.conn, body, idempotency_key=idempotency_key, fingerprint=fingerprint, trace_parent=trace_parent
+    async with db.unit_of_work() as uow:
+        row, replayed = await saga.create(
+            uow,
+            body,
+            idempotency_key=idempotency_key,
+            fingerprint=fingerprint,
+            trace_parent=tracing.current_traceparent(),
+            deadline=timedelta(seconds=request.app.state.settings.deadline_s),
         )
-        if row is None:
-            assert idempotency_key is not None
-            return await orders.get_by_idempotency_key(uow.conn, idempotency_key), True
-        uow.emit(
-            OrderCreated(
-                order_id=row.id,
-                customer_id=row.customer_id,
-                amount=row.total_price,
-                product_id=row.product_id,
-                quantity=row.quantity,
-                deadline=row.created_at + deadline,
-            )
-        )
-        return row, False
-
-    # Concurrent requests share a transaction (saga_common.persistence.group_commit).
-    row, replayed = await db.group.run(insert)
     if replayed:
         if row is None or row.request_fingerprint != fingerprint or not principal.sees_customer(row.customer_id):
             raise HTTPException(
@@ -97,12 +78,7 @@ async def create_order(
                 "Idempotency-Key already used with a different request body; use a new key for a new order",
             )
         response.headers["Idempotent-Replayed"] = "true"
-    else:
-        assert row is not None
-        current_order_id.set(row.id)
-        tracing.annotate(order_id=row.id, step="order.created")
-        log.info("order %s accepted: customer %s, %s", row.id, row.customer_id, row.total_price)
-        metrics.SAGAS_STARTED.inc()
+    assert row is not None
     response.headers["Location"] = f"/orders/{row.id}"
     return orders.to_resource(row)
 
@@ -191,23 +167,11 @@ async def list_orders(
     responses={404: {"model": Problem}, 409: {"model": Problem, "description": "The order is not fulfilled"}},
 )
 async def cancel_order(order_id: OrderId, db: DatabaseDep, principal: OrdersCanceller) -> OrderOut:
-    async with db.unit_of_work() as uow:
-        row = await orders.get(uow.conn, order_id, for_update=True)
-        if row is None or not principal.sees_customer(row.customer_id):
-            raise _not_found(order_id)
-        try:
-            decision = saga.on_cancel_request(OrderStatus(row.status))
-        except saga.CannotCancel as exc:
-            raise HTTPException(status.HTTP_409_CONFLICT, f"order {order_id} cannot be cancelled: {exc}") from None
-        assert decision.new_status is not None
-        current_order_id.set(order_id)
-        tracing.annotate(order_id=order_id, step="order.cancelled")
-        updated = await orders.set_status(uow.conn, order_id, decision.new_status)
-        log.info("order %s cancelling: releasing its credit", order_id)
-        # The compensation belongs to the saga's trace; the cancel request that started it is linked.
-        uow.emit(
-            OrderCancelled(order_id=order_id, customer_id=row.customer_id, reason="cancelled_by_client"),
-            parent=tracing.context_from({"traceparent": row.trace_parent}) if row.trace_parent else None,
-            links=tracing.link_to_current(),
-        )
-    return orders.to_resource(updated)
+    try:
+        async with db.unit_of_work() as uow:
+            row = await saga.cancel(uow, order_id, may_act_for=principal.sees_customer)
+    except saga.OrderNotFound:
+        raise _not_found(order_id) from None
+    except saga.CannotCancel as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"order {order_id} cannot be cancelled: {exc}") from None
+    return orders.to_resource(row)

@@ -6,8 +6,8 @@ from fastapi import FastAPI
 
 from order_service.api import router
 from order_service.cli import MIGRATIONS
-from order_service.handlers import HANDLERS
 from order_service.jobs import order_jobs
+from order_service.saga import HANDLERS
 from order_service.settings import OrderSettings
 from order_service.waiters import NOTIFY_CHANNEL as WAITERS_CHANNEL
 from order_service.waiters import OutcomeWaiters

@@ -33,6 +33,13 @@ class OrderStatus(StrEnum):
 
 
 TERMINAL_STATUSES = frozenset({OrderStatus.FULFILLED, OrderStatus.REJECTED, OrderStatus.CANCELLED})
+# A saga still at work: waiting for its reservation or for its release.
+IN_PROGRESS_STATUSES = frozenset({OrderStatus.PENDING, OrderStatus.CANCELLING})
+
+
+def sql_in(statuses: frozenset[OrderStatus]) -> str:
+    """`status IN (...)` as SQL: the status lists are written once, here."""
+    return f"status IN ({', '.join(repr(s.value) for s in OrderStatus if s in statuses)})"
 
 
 class Base(DeclarativeBase):
@@ -44,9 +51,9 @@ class Order(Base):
     __table_args__ = (
         CheckConstraint("quantity >= 1", name="quantity_positive"),
         CheckConstraint("total_price > 0", name="total_price_positive"),
-        CheckConstraint(f"status IN {tuple(s.value for s in OrderStatus)}", name="status_known"),
+        CheckConstraint(sql_in(frozenset(OrderStatus)), name="status_known"),
         Index("ix_orders_customer_id", "customer_id"),
-        Index("ix_orders_in_progress", "updated_at", postgresql_where=text("status IN ('pending', 'cancelling')")),
+        Index("ix_orders_in_progress", "updated_at", postgresql_where=text(sql_in(IN_PROGRESS_STATUSES))),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)

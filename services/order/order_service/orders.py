@@ -34,7 +34,7 @@ _COLUMNS = ", ".join(OrderRow.__dataclass_fields__)
 _INSERT = f"""
     INSERT INTO orders (customer_id, product_id, quantity, total_price, status, idempotency_key,
                         request_fingerprint, trace_parent)
-    VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7)
+    VALUES ($1, $2, $3, $4, '{OrderStatus.PENDING.value}', $5, $6, $7)
     ON CONFLICT (idempotency_key) DO NOTHING
     RETURNING {_COLUMNS}
 """
@@ -47,6 +47,14 @@ _SET_STATUS = f"""
                       completed_at = CASE WHEN $4 THEN now() ELSE completed_at END
     WHERE id = $1
     RETURNING {_COLUMNS}
+"""
+
+
+# Pending orders past their deadline, oldest first; rows another replica's sweep holds are skipped.
+_OVERDUE_FOR_UPDATE = f"""
+    SELECT {_COLUMNS} FROM orders
+    WHERE status = '{OrderStatus.PENDING.value}' AND created_at < now() - make_interval(secs => $1)
+    ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED
 """
 
 
@@ -98,6 +106,10 @@ async def get_by_idempotency_key(conn: asyncpg.Connection, key: str) -> OrderRow
 
 async def get(conn: asyncpg.Connection, order_id: int, *, for_update: bool = False) -> OrderRow | None:
     return _row(await conn.fetchrow(_BY_ID_FOR_UPDATE if for_update else _BY_ID, order_id))
+
+
+async def lock_overdue(conn: asyncpg.Connection, *, older_than_s: float, limit: int) -> list[OrderRow]:
+    return [OrderRow(*record) for record in await conn.fetch(_OVERDUE_FOR_UPDATE, float(older_than_s), limit)]
 
 
 async def set_status(

@@ -23,7 +23,8 @@ from typing import Any
 import asyncpg
 
 from saga_common.contract.messages import OrderCancelled
-from saga_common.persistence.outbox import PendingEvent, write_events
+from saga_common.persistence.outbox import write_events
+from saga_common.persistence.unit_of_work import PendingEvent
 from saga_common.settings import redact_url
 from saga_tools import invariants
 from saga_tools.invariants import Kind

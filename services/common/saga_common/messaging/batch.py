@@ -88,12 +88,15 @@ async def handle_batch(
                     finally:
                         current_order_id.reset(token)
     except BaseException as exc:
+        # Alone, the message is retried or dead-lettered next; in a batch, each is handled again on its own.
+        result = "failed" if len(deliveries) == 1 else "batch_rolled_back"
         for outcome in outcomes:
             tracing.mark_error(outcome.span, exc)
-            outcome.span.set_attribute("saga.consume_result", "batch_rolled_back")
+            outcome.span.set_attribute("saga.consume_result", result)
             outcome.span.end()
         raise
-    metrics.CONSUMER_BATCH_SIZE.observe(len(deliveries))
+    if len(deliveries) > 1:  # a batch of one is a lone message: counted by the consumer's other metrics
+        metrics.CONSUMER_BATCH_SIZE.observe(len(deliveries))
     return outcomes
 
 

@@ -3,8 +3,8 @@
 Deliveries go to at most `concurrency` workers. A worker takes every delivery already waiting (up to
 `batch_size`, never waiting for more) and handles them in one transaction: one inbox statement, each
 handler in turn (sorted by the row it locks, so that concurrent batches cannot deadlock), one outbox
-statement, one commit, then the acknowledgements (`batch.py`). A lone delivery is handled on its own at once,
-so latency at low load is that of one message. If anything in a batch fails, the batch is rolled back and
+statement, one commit, then the acknowledgements (`batch.py`). A lone delivery is a batch of one, handled at
+once, so latency at low load is that of one message. If anything in a batch fails, the batch is rolled back and
 each of its messages is handled again in a transaction of its own, so one bad message never fails its
 neighbours and retries and dead letters behave exactly as for a single message:
   - it cannot be decoded (not JSON, unknown or foreign type, wrong version, missing fields, too large):
@@ -30,15 +30,13 @@ from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
-from opentelemetry import trace
 
 from saga_common.contract.messages import Event, PoisonMessage, decode
 from saga_common.contract.topology import ServiceQueues
-from saga_common.messaging.batch import Delivery, Handler, consume_span_of, finish, handle_batch
+from saga_common.messaging.batch import Delivery, Handler, Outcome, finish, handle_batch
 from saga_common.messaging.broker import Broker, Session
-from saga_common.observability import metrics, tracing
+from saga_common.observability import metrics
 from saga_common.observability.logs import current_order_id
-from saga_common.persistence import inbox
 from saga_common.persistence.db import Database
 
 log = logging.getLogger(__name__)
@@ -178,13 +176,7 @@ class Consumer:
         if len(deliveries) > 1:
             started = time.perf_counter()
             try:
-                outcomes = await handle_batch(
-                    deliveries,
-                    db=self._db,
-                    queue=self._queues.work,
-                    lock_order=self._lock_order,
-                    trace_as_link=self._trace_as_link,
-                )
+                outcomes = await self._handle_batch(deliveries)
             except Exception as exc:  # noqa: BLE001 - rolled back: each message gets its own transaction
                 log.info("a batch of %d messages failed (%r); handling each on its own", len(deliveries), exc)
                 metrics.CONSUMER_BATCH_FALLBACKS.inc()
@@ -211,39 +203,32 @@ class Consumer:
         return Delivery(message, event, handler)
 
     async def _process(self, delivery: Delivery) -> None:
-        """One delivery in a transaction of its own: handled, retried or dead-lettered."""
-        message, event, handler = delivery
+        """One delivery in a transaction of its own (a batch of one): handled, retried or dead-lettered."""
+        message, event, _ = delivery
         started = time.perf_counter()
         token = current_order_id.set(event.order_id)
         try:
-            span_of_delivery = consume_span_of(
-                delivery, exchange=self._db.exchange, queue=self._queues.work, as_link=self._trace_as_link
-            )
-            with trace.use_span(span_of_delivery, end_on_exit=True) as span:
-                try:
-                    duplicate = await self._handle(handler, event)
-                except PoisonMessage as poison:
-                    await self._dead_letter(message, poison, event.type)
-                    return
-                except Exception as exc:  # noqa: BLE001 - classified below
-                    tracing.mark_error(span, exc)
-                    await self._retry_or_dead_letter(message, event, exc)
-                    return
-                result = "duplicate" if duplicate else "processed"
-                span.set_attribute("saga.consume_result", result)
-                await settle(message.ack())
-                metrics.MESSAGES_CONSUMED.labels(event.type, result).inc()
-                metrics.MESSAGE_HANDLING.labels(event.type).observe(time.perf_counter() - started)
+            try:
+                outcomes = await self._handle_batch([delivery])
+            except PoisonMessage as poison:
+                await self._dead_letter(message, poison, event.type)
+                return
+            except Exception as exc:  # noqa: BLE001 - classified there
+                await self._retry_or_dead_letter(message, event, exc)
+                return
+            await settle(message.ack())
+            finish(outcomes, started)
         finally:
             current_order_id.reset(token)
 
-    async def _handle(self, handler: Handler, event: Event) -> bool:
-        """Run the handler and record the message id in one transaction; True when it was a duplicate."""
-        async with self._db.unit_of_work() as uow:
-            if not await inbox.record(uow.conn, event):
-                return True
-            await handler(uow, event)
-        return False
+    async def _handle_batch(self, deliveries: list[Delivery]) -> list[Outcome]:
+        return await handle_batch(
+            deliveries,
+            db=self._db,
+            queue=self._queues.work,
+            lock_order=self._lock_order,
+            trace_as_link=self._trace_as_link,
+        )
 
     async def _retry_or_dead_letter(self, message: AbstractIncomingMessage, event: Event, exc: Exception) -> None:
         attempt = int((message.headers or {}).get(ATTEMPT_HEADER, 0) or 0)

@@ -58,15 +58,6 @@ CONSUMER_BATCH_FALLBACKS = Counter(
     "saga_consumer_batch_fallbacks",
     "Batches rolled back because one part failed; their messages were then handled one by one.",
 )
-GROUP_COMMIT_SIZE = Histogram(
-    "saga_group_commit_size",
-    "API writes of concurrent requests committed in one transaction (groups of two or more).",
-    buckets=(2, 4, 8, 16, 32, 64, 128, 256),
-)
-GROUP_COMMIT_FALLBACKS = Counter(
-    "saga_group_commit_fallbacks",
-    "Shared transactions rolled back because one request's part failed; each part then ran on its own.",
-)
 MESSAGES_DEAD_LETTERED = Counter(
     "saga_messages_dead_lettered",
     "Messages this service sent to its dead-letter queue, by type and reason.",

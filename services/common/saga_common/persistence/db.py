@@ -24,7 +24,6 @@ from asyncpg.pool import PoolAcquireContext
 from asyncpg.transaction import Transaction
 
 from saga_common.observability.tracing import tracing_enabled, untraced
-from saga_common.persistence.group_commit import GroupCommit
 from saga_common.persistence.outbox import write_events
 from saga_common.persistence.unit_of_work import UnitOfWork
 from saga_common.settings import ServiceSettings
@@ -71,15 +70,13 @@ class Database:
     """A service's database: the pool, reads on a pooled connection, writes in a unit of work."""
 
     def __init__(
-        self, pool: asyncpg.Pool, *, exchange: str, group_commit_size: int = 1, group_commit_concurrency: int = 1
+        self, pool: asyncpg.Pool, *, exchange: str, on_events_committed: Callable[[], None] | None = None
     ) -> None:
+        """`on_events_committed` runs after a commit that wrote events: the runtime wakes its own relay at once,
+        without waiting for PostgreSQL's NOTIFY to come back (which still wakes the relays of other processes)."""
         self.pool = pool
         self.exchange = exchange
-        # Writes of concurrent requests that may share a transaction go through `group.run()`.
-        self.group = GroupCommit(self, max_size=group_commit_size, concurrency=group_commit_concurrency)
-        # Called after a commit that wrote events: the runtime wakes its own relay at once, without waiting
-        # for PostgreSQL's NOTIFY to come back (which still wakes the relays of other processes).
-        self.on_events_committed: Callable[[], None] | None = None
+        self._on_events_committed = on_events_committed
 
     def connection(self) -> PoolAcquireContext:
         """A pooled connection for reads: each statement is atomic on its own."""
@@ -105,8 +102,8 @@ class Database:
             # discards such a connection; for the caller it is a lost connection, not a bug.
             raise ConnectionLost(f"the database session ended under the transaction ({exc})") from exc
         uow.committed()
-        if uow.events and self.on_events_committed is not None:
-            self.on_events_committed()
+        if uow.events and self._on_events_committed is not None:
+            self._on_events_committed()
 
 
 class _UntracedBoundaries:

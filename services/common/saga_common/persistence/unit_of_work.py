@@ -18,7 +18,17 @@ from opentelemetry.trace import Link
 
 from saga_common.contract.messages import Event
 from saga_common.observability.tracing import tracing_enabled
-from saga_common.persistence.outbox import PendingEvent
+
+
+class PendingEvent:
+    """An event emitted in a transaction, with the trace context it should continue."""
+
+    __slots__ = ("event", "links", "parent")
+
+    def __init__(self, event: Event, parent: otel_context.Context | None, links: Sequence[Link]) -> None:
+        self.event = event
+        self.parent = parent
+        self.links = links
 
 
 class UnitOfWork:
