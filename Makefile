@@ -10,7 +10,7 @@ PACKAGES := -e services/common -e services/order -e services/customer -e service
 PYTEST := $(BIN)/pytest
 
 .PHONY: help install system-packages run test test-unit test-integration test-e2e test-observability test-chart test-images test-compose \
-        test-chaos test-fuzz test-perf test-cluster bench lint format clean chart-readme asyncapi
+        test-chaos test-fuzz test-perf test-cluster bench lint format clean chart-readme chart-topology asyncapi
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -86,8 +86,12 @@ asyncapi: $(INSTALLED) ## regenerate docs/asyncapi.yaml (the message contract, A
 	mv docs/asyncapi.yaml.tmp docs/asyncapi.yaml
 
 chart-readme: $(INSTALLED) ## regenerate charts/saga/README.md (the table of values) from values.yaml
-	$(BIN)/python -m tests.chart.values_readme > charts/saga/README.md.tmp
+	$(BIN)/python -m saga_dev.chart_readme > charts/saga/README.md.tmp
 	mv charts/saga/README.md.tmp charts/saga/README.md
+
+chart-topology: $(INSTALLED) ## regenerate charts/saga/files/topology.yaml (the broker's definitions) from the code's topology
+	$(BIN)/python -m saga_dev.chart_topology > charts/saga/files/topology.yaml.tmp
+	mv charts/saga/files/topology.yaml.tmp charts/saga/files/topology.yaml
 
 lint: $(INSTALLED) ## ruff
 	$(BIN)/ruff check services tests

@@ -151,39 +151,70 @@ def test_the_memory_watermark_is_a_fraction_of_the_container_limit(limit: str, e
     assert int(conf["total_memory_available_override_value"]) == expected
 
 
+def _settings(settings_class: type, env: dict[str, object]) -> object:
+    """A service's settings as it reads them from the environment the chart gives it."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, str(value))
+        return settings_class()
+
+
 @pytest.mark.parametrize(
-    "settings",
+    ("defaults", "per_service"),
     [
-        {},
-        {"SAGA_RETRY_DELAYS_MS": "[250, 4000]", "SAGA_DELIVERY_LIMIT": "7"},
-        {"SAGA_QUEUE_TYPE": "classic", "SAGA_EXCHANGE": "shop.events"},
+        ({}, {}),
+        ({"SAGA_RETRY_DELAYS_MS": "[250, 4000]", "SAGA_DELIVERY_LIMIT": "7"}, {}),
+        ({"SAGA_QUEUE_TYPE": "classic", "SAGA_EXCHANGE": "shop.events"}, {}),
+        # Each service's queues follow its own settings (it is the one that consumes them).
+        (
+            {"SAGA_DELIVERY_LIMIT": 3},
+            {
+                "order": {"SAGA_QUEUE_TYPE": "classic", "SAGA_RETRY_DELAYS_MS": "[100, 200, 300, 400]"},
+                "customer": {"SAGA_RETRY_DELAYS_MS": "[1000]"},
+            },
+        ),
     ],
+    ids=["defaults", "retry-delays-and-delivery-limit", "classic-queues-and-exchange", "per-service"],
 )
 def test_the_definitions_carry_the_topology_and_the_least_privileges_the_code_declares(
-    settings: dict, monkeypatch: pytest.MonkeyPatch
+    defaults: dict, per_service: dict
 ) -> None:
     """The chart's topology and permissions are the ones saga_common.contract.topology computes from the services' own
     settings (what a service would declare in development), so the services can run with `passive`."""
+    from customer_service.settings import CustomerSettings
     from order_service.settings import OrderSettings
     from saga_common.contract.topology import CUSTOMER_SERVICE, ORDER_SERVICE
     from saga_common.runtime import topology_from
-    from tests.chart.saga_chart import render
 
-    rendered = render({"serviceDefaults": {"settings": settings}} if settings else None)
+    values: dict = {"serviceDefaults": {"settings": defaults}} if defaults else {}
+    if per_service:
+        values["services"] = {key: {"settings": settings} for key, settings in per_service.items()}
+    rendered = render(values)
     _, data, _ = rabbitmq(rendered)
     definitions = json.loads(data["definitions.template.json"])
-    for name, value in settings.items():
-        monkeypatch.setenv(name, value)
-    topology = topology_from(OrderSettings())
 
     def canonical(entries: list) -> list:
         return sorted(json.dumps(entry, sort_keys=True) for entry in entries)
 
-    expected = topology.definitions()
+    expected: dict[str, list] = {"exchanges": [], "queues": [], "bindings": []}
+    wanted = []
+    services = (("order", ORDER_SERVICE, OrderSettings), ("customer", CUSTOMER_SERVICE, CustomerSettings))
+    for key, service, settings_class in services:
+        topology = topology_from(_settings(settings_class, defaults | per_service.get(key, {})))
+        code = topology.definitions()
+        # This service's part, by its own settings: its requeue exchange, its queues and what is bound to them.
+        queues, requeue = topology.queue_arguments(service), topology.queues(service).requeue_exchange
+        expected["exchanges"] += [e for e in code["exchanges"] if e["name"] == requeue]
+        expected["queues"] += [q for q in code["queues"] if q["name"] in queues]
+        expected["bindings"] += [b for b in code["bindings"] if b["destination"] in queues]
+        wanted.append(topology.permissions(service, service))
+    expected["exchanges"] += [e for e in code["exchanges"] if e["name"] == topology.exchange]
     for section in ("exchanges", "queues", "bindings"):
         assert canonical(definitions[section]) == canonical(expected[section]), section
+        if not per_service:
+            # One set of settings for both: all that the code declares, nothing else.
+            assert canonical(definitions[section]) == canonical(code[section]), section
     service_permissions = [p for p in definitions["permissions"] if p["user"] != "admin"]
-    wanted = [topology.permissions(service, service) for service in (ORDER_SERVICE, CUSTOMER_SERVICE)]
     assert canonical(service_permissions) == canonical([permission for permission, _ in wanted])
     assert canonical(definitions["topic_permissions"]) == canonical([topic for _, topic in wanted])
     for workload in rendered.service_workloads():

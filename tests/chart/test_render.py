@@ -123,6 +123,11 @@ def test_selectors_use_name_instance_and_component_only(default: Rendered) -> No
         ({"services": {"order": {"drainTimeoutSeconds": 60}}}, "services.order: terminationGracePeriodSeconds=45"),
         ({"serviceDefaults": {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}}, "is above maxReplicas"),
         ({"services": {"customer": {"settings": {"SAGA_HTTP_PORT": "9000"}}}}, "is set by the chart itself"),
+        ({"services": {"order": {"settings": {"SAGA_EXCHANGE": "shop.events"}}}}, "must use the same exchange"),
+        (
+            {"serviceDefaults": {"settings": {"SAGA_QUEUE_TYPE": "stream"}}},
+            "services.order.settings.SAGA_QUEUE_TYPE=stream: the queue types are classic, quorum",
+        ),
         (
             {"serviceDefaults": {"settings": {"SAGA_INBOX_RETENTION_S": "86400"}}},
             "is read by sagactl, not by the service; set cronJobs.prune.inboxRetentionSeconds",

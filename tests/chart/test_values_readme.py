@@ -1,6 +1,6 @@
 """charts/saga/README.md is generated from values.yaml and must not drift from it."""
 
-from tests.chart.values_readme import README, VALUES, generate, parse
+from saga_dev.chart_readme import README, VALUES, generate, parse
 
 
 def test_the_chart_readme_is_generated_from_values_yaml() -> None:

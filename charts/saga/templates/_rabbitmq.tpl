@@ -7,62 +7,42 @@ configuration, the plugins, the definitions template and the script that fills i
 {{- $users := list (dict "name" $admin "password_hash" (printf "@%s@" $admin) "hashing_algorithm" "rabbit_password_hashing_sha256" "tags" (list "administrator")) }}
 {{- $vhostName := .Values.rabbitmq.vhost }}
 {{- $permissions := list (dict "user" $admin "vhost" $vhostName "configure" ".*" "write" ".*" "read" ".*") }}
+{{- /* The topology (exchanges, queues and their arguments, bindings, the service users' least privileges) is the code's,
+generated into files/topology.yaml by `make chart-topology`; each service's settings fill in its placeholders. */}}
+{{- $topology := .Files.Get "files/topology.yaml" | fromYaml }}
+{{- $definitions := dict "permissions" $permissions "topic_permissions" (list) "exchanges" (list) "queues" (list) "bindings" (list) }}
 {{- $services := list }}
-{{- $topicPermissions := list }}
-{{- $exchanges := list }}
-{{- $queues := list }}
-{{- $bindings := list }}
-{{- /* The saga's topology, as saga_common.contract.topology declares it: the routing keys each service consumes, and
-the ones it publishes (the other's). A contract test holds these against the code. */}}
-{{- $consumes := dict "order-service" (list "order.fulfilled" "order.rejected" "credit.released") "customer-service" (list "order.created" "order.cancelled") }}
-{{- $publishes := dict "order-service" (get $consumes "customer-service") "customer-service" (get $consumes "order-service") }}
 {{- $sagaExchange := "" }}
 {{- range $key := include "saga.serviceKeys" . | splitList " " }}
 {{- $svc := include "saga.service" (dict "root" $ "key" $key) | fromJson }}
 {{- $services = append $services $svc }}
 {{- $users = append $users (dict "name" $svc.name "password_hash" (printf "@%s@" $svc.name) "hashing_algorithm" "rabbit_password_hashing_sha256" "tags" (list)) }}
+{{- $own := get $topology.services $svc.name }}
+{{- if not $own }}
+{{- fail (printf "files/topology.yaml has no service %s: run `make chart-topology`" $svc.name) }}
+{{- end }}
 {{- $settings := $svc.settings | default dict }}
-{{- $exchange := get $settings "SAGA_EXCHANGE" | default "saga.events" }}
+{{- $exchange := get $settings "SAGA_EXCHANGE" | default $topology.defaults.SAGA_EXCHANGE }}
 {{- if and $sagaExchange (ne $sagaExchange $exchange) }}
 {{- fail "services.*.settings.SAGA_EXCHANGE: both services must use the same exchange" }}
 {{- end }}
 {{- $sagaExchange = $exchange }}
-{{- $queueType := get $settings "SAGA_QUEUE_TYPE" | default "quorum" }}
-{{- $deliveryLimit := get $settings "SAGA_DELIVERY_LIMIT" | default 20 | int }}
-{{- $delays := get $settings "SAGA_RETRY_DELAYS_MS" | default "[500, 2000, 10000]" | toString | fromJsonArray }}
-{{- $base := dict "x-queue-type" $queueType }}
-{{- if eq $queueType "quorum" }}
-{{- $base = merge (dict "x-overflow" "reject-publish" "x-dead-letter-strategy" "at-least-once") $base }}
+{{- $queueType := get $settings "SAGA_QUEUE_TYPE" | default $topology.defaults.SAGA_QUEUE_TYPE }}
+{{- if not (hasKey $own.queues $queueType) }}
+{{- fail (printf "services.%s.settings.SAGA_QUEUE_TYPE=%s: the queue types are %s" $key $queueType (keys $own.queues | sortAlpha | join ", ")) }}
 {{- end }}
-{{- $work := printf "%s.events" $svc.name }}
-{{- $deadLetter := printf "%s.dead-letter" $svc.name }}
-{{- $requeue := printf "%s.requeue" $svc.name }}
-{{- $exchanges = append $exchanges (dict "name" $requeue "vhost" $vhostName "type" "direct" "durable" true "auto_delete" false "internal" false "arguments" (dict)) }}
-{{- $queues = append $queues (dict "name" $deadLetter "vhost" $vhostName "durable" true "auto_delete" false "arguments" (deepCopy $base)) }}
-{{- $workArguments := merge (dict "x-dead-letter-exchange" "" "x-dead-letter-routing-key" $deadLetter) (deepCopy $base) }}
-{{- if eq $queueType "quorum" }}
-{{- $_ := set $workArguments "x-delivery-limit" $deliveryLimit }}
+{{- $delays := list }}
+{{- range get $settings "SAGA_RETRY_DELAYS_MS" | default $topology.defaults.SAGA_RETRY_DELAYS_MS | toString | fromJsonArray }}
+{{- $delays = append $delays (int .) }}
 {{- end }}
-{{- $queues = append $queues (dict "name" $work "vhost" $vhostName "durable" true "auto_delete" false "arguments" $workArguments) }}
-{{- range $routingKey := get $consumes $svc.name }}
-{{- $bindings = append $bindings (dict "source" $exchange "vhost" $vhostName "destination" $work "destination_type" "queue" "routing_key" $routingKey "arguments" (dict)) }}
+{{- $values := dict "vhost" $vhostName "exchange" $exchange "exchange_pattern" ($exchange | replace "." "\\.") "delivery_limit" (get $settings "SAGA_DELIVERY_LIMIT" | default $topology.defaults.SAGA_DELIVERY_LIMIT | int) }}
+{{- range $section, $entries := dict "exchanges" $own.exchanges "queues" (get $own.queues $queueType) "bindings" $own.bindings "permissions" $own.permissions "topic_permissions" $own.topic_permissions }}
+{{- $filled := include "saga.rabbitmq.fill" (dict "entries" $entries "values" $values "delays" $delays) | fromJsonArray }}
+{{- $_ := set $definitions $section (concat (get $definitions $section) $filled) }}
 {{- end }}
-{{- range $delay := $delays }}
-{{- $retry := printf "%s.retry.%dms" $svc.name (int $delay) }}
-{{- $queues = append $queues (dict "name" $retry "vhost" $vhostName "durable" true "auto_delete" false "arguments" (merge (dict "x-message-ttl" (int $delay) "x-dead-letter-exchange" "" "x-dead-letter-routing-key" $work) (deepCopy $base))) }}
-{{- $bindings = append $bindings (dict "source" $requeue "vhost" $vhostName "destination" $retry "destination_type" "queue" "routing_key" $retry "arguments" (dict)) }}
 {{- end }}
-{{- $bindings = append $bindings (dict "source" $requeue "vhost" $vhostName "destination" $deadLetter "destination_type" "queue" "routing_key" $deadLetter "arguments" (dict)) }}
-{{- /* Least privilege: nothing to configure (the topology is above), publish only to the saga's exchange,
-with the routing keys the service owns, and to its own requeue exchange; consume only its own work queue. */}}
-{{- $permissions = append $permissions (dict "user" $svc.name "vhost" $vhostName "configure" "^$" "write" (printf "^(%s|%s)$" ($exchange | replace "." "\\.") ($requeue | replace "." "\\.")) "read" (printf "^%s$" ($work | replace "." "\\."))) }}
-{{- $ownKeys := list }}
-{{- range $routingKey := get $publishes $svc.name }}
-{{- $ownKeys = append $ownKeys ($routingKey | replace "." "\\.") }}
-{{- end }}
-{{- $topicPermissions = append $topicPermissions (dict "user" $svc.name "vhost" $vhostName "exchange" $exchange "write" (printf "^(%s)$" (join "|" $ownKeys)) "read" "^$") }}
-{{- end }}
-{{- $exchanges = prepend $exchanges (dict "name" $sagaExchange "vhost" $vhostName "type" "topic" "durable" true "auto_delete" false "internal" false "arguments" (dict)) }}
+{{- $shared := include "saga.rabbitmq.fill" (dict "entries" $topology.exchanges "values" (dict "vhost" $vhostName "exchange" $sagaExchange) "delays" (list)) | fromJsonArray }}
+{{- $_ := set $definitions "exchanges" (concat $shared $definitions.exchanges) }}
 {{- $vhost := dict "name" $vhostName "default_queue_type" "quorum" "metadata" (dict "description" "saga" "default_queue_type" "quorum") -}}
 rabbitmq.conf: |
   # Cluster formation that RabbitMQ 3.10 to 4.x all accept, asking nothing of the Kubernetes API: every node
@@ -87,7 +67,7 @@ rabbitmq.conf: |
 enabled_plugins: |
   [rabbitmq_management,rabbitmq_prometheus].
 definitions.template.json: |
-  {{- dict "users" $users "vhosts" (list $vhost) "permissions" $permissions "topic_permissions" $topicPermissions "exchanges" $exchanges "queues" $queues "bindings" $bindings | toPrettyJson | nindent 2 }}
+  {{- merge $definitions (dict "users" $users "vhosts" (list $vhost)) | toPrettyJson | nindent 2 }}
 run.sh: |
   #!/bin/sh
   # The node's command. Node 0 declares the quorum queues (from the definitions) before the others have joined,
@@ -146,6 +126,30 @@ write-definitions.sh: |
     "$DEFINITIONS_TEMPLATE" > "$DEFINITIONS_FILE.tmp"
   mv "$DEFINITIONS_FILE.tmp" "$DEFINITIONS_FILE"
   echo "definitions written for {{ len $users }} users"
+{{- end }}
+
+{{/*
+Entries of files/topology.yaml with their placeholders filled in from `values`: a placeholder that is a whole string
+becomes the value (a number stays one), one inside a longer string its text; an entry that names ${retry_delay_ms}
+comes once per delay. A JSON list.
+dict "entries" $entries "values" (dict "vhost" "saga" ...) "delays" (list 500 2000)
+*/}}
+{{- define "saga.rabbitmq.fill" -}}
+{{- $filled := list }}
+{{- range $entry := .entries }}
+{{- $json := toJson $entry }}
+{{- range $delay := ternary $.delays (list 0) (contains "${retry_delay_ms}" $json) }}
+{{- $text := $json }}
+{{- range $name, $value := merge (dict "retry_delay_ms" $delay) $.values }}
+{{- $text = $text | replace (printf "\"${%s}\"" $name) (toJson $value) | replace (printf "${%s}" $name) (toJson $value | trimPrefix "\"" | trimSuffix "\"") }}
+{{- end }}
+{{- if contains "${" $text }}
+{{- fail (printf "files/topology.yaml: a placeholder the chart does not fill in, in %s: run `make chart-topology`" $text) }}
+{{- end }}
+{{- $filled = append $filled (fromJson $text) }}
+{{- end }}
+{{- end }}
+{{- toJson $filled }}
 {{- end }}
 
 {{/* The node of ordinal 0, the seed of the cluster: rabbit@<statefulset>-0.<headless service>.<namespace>.svc.<domain>. */}}

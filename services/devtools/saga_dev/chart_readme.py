@@ -1,6 +1,6 @@
 """charts/saga/README.md, generated from the `## @section` and `## @param` lines of charts/saga/values.yaml.
 
-`python -m tests.chart.values_readme > charts/saga/README.md` (what `make chart-readme` runs) rewrites it;
+`python -m saga_dev.chart_readme > charts/saga/README.md` (what `make chart-readme` runs) rewrites it;
 tests/chart/test_values_readme.py fails when the file drifts from values.yaml. The descriptions live where
 the values are declared, so there is one place to change either.
 """
@@ -8,6 +8,7 @@ the values are declared, so there is one place to change either.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from dataclasses import dataclass, field
@@ -16,14 +17,15 @@ from typing import Any
 
 import yaml
 
-CHART_DIR = Path(__file__).resolve().parents[2] / "charts" / "saga"
+ROOT = Path(os.environ.get("SAGA_REPO_ROOT", Path(__file__).resolve().parents[3]))
+CHART_DIR = ROOT / "charts" / "saga"
 VALUES = CHART_DIR / "values.yaml"
 README = CHART_DIR / "README.md"
 
 HEADER = """\
 # The saga chart
 
-<!-- Generated from values.yaml by `make chart-readme` (python -m tests.chart.values_readme): edit values.yaml,
+<!-- Generated from values.yaml by `make chart-readme` (python -m saga_dev.chart_readme): edit values.yaml,
      then regenerate. tests/chart/test_values_readme.py fails when this file and values.yaml disagree. -->
 
 Both services of the saga (order and customer), one PostgreSQL StatefulSet per service, a RabbitMQ cluster
