@@ -79,7 +79,7 @@ test-cluster: system-packages $(INSTALLED) ## the chart on a real single-node Ku
 	$(PYTEST) tests/cluster -m cluster -s
 
 bench: $(INSTALLED) ## the benchmark: every scenario, the machine's limit, a 5-minute soak (about 12 minutes)
-	$(BIN)/saga-bench --scenarios closed-1x,open-100,open-300,closed-2x,hotspot,tracing,tracing-10%,cluster,soak
+	$(BIN)/saga-bench --scenarios closed-1x,closed-prefer,open-100,open-300,closed-2x,hotspot,tracing,tracing-10%,cluster,soak
 
 asyncapi: $(INSTALLED) ## regenerate docs/asyncapi.yaml (the message contract, AsyncAPI 3.0) from the code
 	$(BIN)/python -m saga_dev.asyncapi > docs/asyncapi.yaml.tmp
@@ -195,7 +195,7 @@ kind-down: ## delete the kind cluster and everything in it
 	kind delete cluster --name $(KIND_CLUSTER)
 
 manifests: $(INSTALLED) ## regenerate k8s/saga.yaml (plain manifests) from the chart
-	$(BIN)/python -m tests.chart.saga_chart manifests
+	$(BIN)/python -m tests.support.chart manifests
 
 # skaffold before 2.19.0 registers its Helm 4 post-renderer plugin with version "0.1", which Helm 4.1.4 and later
 # refuse ("must be valid semver"; skaffold issue 10046, fixed in 2.19.0). Read from upstream, not run here (no

@@ -5,17 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-# Re-exported for the chart tests being edited elsewhere that still import them from here; new code imports
-# tests.support.chart.
-from tests.support.chart import (  # noqa: F401
-    ALL_VARIANTS,
-    OTHER_RELEASE,
-    OTHER_RELEASE_VALUES,
-    VARIANTS,
-    Rendered,
-    rendered_variant,
-    require_tool,
-)
+from tests.support.chart import ALL_VARIANTS, Rendered, rendered_variant
 
 
 @pytest.fixture(params=ALL_VARIANTS)

@@ -20,54 +20,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from pydantic import AliasChoices
 from pydantic_settings import BaseSettings
 
-from customer_service.settings import CustomerSettings
 from order_service.settings import OrderSettings
 from saga_common.contract import topology
 from saga_tools.sagactl import SagactlSettings, _parser
-from tests.chart.conftest import ALL_VARIANTS, rendered_variant
-from tests.chart.saga_chart import Rendered, Workload
-
-SETTINGS: dict[str, type[BaseSettings]] = {"order-service": OrderSettings, "customer-service": CustomerSettings}
-
-# The OpenTelemetry SDK's standard variables the services may be given (tracing.py reads them through the SDK).
-OTEL_VARIABLES = {
-    "OTEL_SERVICE_NAME",
-    "OTEL_RESOURCE_ATTRIBUTES",
-    "OTEL_SDK_DISABLED",
-    "OTEL_TRACES_EXPORTER",
-    "OTEL_TRACES_SAMPLER",
-    "OTEL_TRACES_SAMPLER_ARG",
-    "OTEL_PROPAGATORS",
-    "OTEL_EXPORTER_OTLP_ENDPOINT",
-    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-    "OTEL_EXPORTER_OTLP_PROTOCOL",
-    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
-    "OTEL_EXPORTER_OTLP_HEADERS",
-    "OTEL_EXPORTER_OTLP_TIMEOUT",
-    "OTEL_BSP_SCHEDULE_DELAY",
-    "OTEL_BSP_MAX_QUEUE_SIZE",
-    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
-    "OTEL_BSP_EXPORT_TIMEOUT",
-}
-PYTHON_VARIABLES = {"PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED"}
-
-
-def settings_env_names(settings: type[BaseSettings]) -> set[str]:
-    """The environment variables pydantic-settings maps onto the class's fields."""
-    prefix = settings.model_config.get("env_prefix", "")
-    names = set()
-    for field_name, field in settings.model_fields.items():
-        alias = field.validation_alias
-        if isinstance(alias, AliasChoices):
-            names |= {choice.upper() for choice in alias.choices if isinstance(choice, str)}
-        elif isinstance(alias, str):
-            names.add(alias.upper())
-        else:
-            names.add(f"{prefix}{field_name}".upper())
-    return names
+from tests.support.chart import ALL_VARIANTS, Rendered, Workload, rendered_variant
+from tests.support.routes import answers, has_route
+from tests.support.service_settings import OTEL_VARIABLES, PYTHON_VARIABLES, SETTINGS, settings_env_names
 
 
 def service_containers(rendered: Rendered) -> list[tuple[str, Workload, dict[str, Any]]]:
@@ -272,7 +232,7 @@ def test_every_variable_a_cronjob_sets_is_a_sagactl_setting(variant: str) -> Non
 def test_the_cronjobs_run_sagactl_from_the_order_image(variant: str) -> None:
     import tomllib
 
-    from tests.chart.saga_chart import ROOT
+    from tests.support.chart import ROOT
 
     scripts = tomllib.loads((ROOT / "services" / "tools" / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["sagactl"] == "saga_tools.sagactl:main"
@@ -342,40 +302,13 @@ def test_the_reconcile_job_follows_a_deadline_the_chart_sets(clean_environment: 
 
 
 def chart_values(rendered: Rendered) -> dict[str, Any]:
-    from tests.chart.saga_chart import chart
+    from tests.support.chart import chart
 
     return chart().merge_values(rendered.values)
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Probes and ports
-
-
-def answers(service: str, method: str, path: str) -> int:
-    """The status the service's app gives a request, without its lifespan (no database, no broker): a 404 or
-    405 means there is no such route. Building the app connects to nothing."""
-    import asyncio
-
-    import httpx
-
-    from customer_service.main import create_app as customer_app
-    from order_service.main import create_app as order_app
-
-    app = {
-        "order-service": lambda: order_app(OrderSettings()),
-        "customer-service": lambda: customer_app(CustomerSettings()),
-    }[service]()
-
-    async def call() -> int:
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
-            return (await client.request(method, path, json={} if method == "POST" else None)).status_code
-
-    return asyncio.run(call())
-
-
-def has_route(service: str, method: str, path: str) -> bool:
-    return answers(service, method, path) not in {404, 405}
 
 
 def _port_number(container: dict[str, Any], port: int | str) -> int:

@@ -145,7 +145,7 @@ def test_the_build_context_holds_the_packages_and_nothing_else() -> None:
         "services/tools/saga_tools.egg-info/PKG-INFO",
         "services/common/saga_common/__pycache__/a.pyc",
         ".venv/bin/python",
-        "tests/chart/saga_chart.py",
+        "tests/support/chart.py",
         "bench-results/x.json",
         ".git/HEAD",
     ):

@@ -21,8 +21,8 @@ import pytest
 
 from order_service.settings import OrderSettings
 from saga_common.web.auth import Authenticator, AuthError
-from tests.chart.conftest import rendered_variant
-from tests.chart.test_contract import has_route
+from tests.support.chart import rendered_variant
+from tests.support.routes import has_route
 
 
 def hook_objects() -> tuple[dict[str, Any], dict[str, Any]]:

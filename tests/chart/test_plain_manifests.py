@@ -118,4 +118,4 @@ def _walk(node):
 
 def test_make_manifests_regenerates_the_file() -> None:
     makefile = (ROOT / "Makefile").read_text()
-    assert "tests.chart.saga_chart manifests" in makefile
+    assert "tests.support.chart manifests" in makefile

@@ -14,8 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.chart.conftest import ALL_VARIANTS, rendered_variant
-from tests.chart.saga_chart import Rendered, render
+from tests.support.chart import ALL_VARIANTS, Rendered, render, rendered_variant
 
 # Pods that talk to the Kubernetes API, and the one thing each does with it.
 NEEDS_API_TOKEN = {"prometheus"}

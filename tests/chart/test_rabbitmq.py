@@ -20,8 +20,7 @@ from pathlib import Path
 import pytest
 
 from saga_dev.system_packages import fix_for
-from tests.chart.conftest import ALL_VARIANTS, rendered_variant, require_tool
-from tests.chart.saga_chart import Rendered, render
+from tests.support.chart import ALL_VARIANTS, Rendered, render, rendered_variant, require_tool
 
 RABBITMQ_LIB = Path("/usr/lib/rabbitmq/lib")
 # The configuration must boot the chart's default (4.1) and the broker the cluster tier runs (Debian 12's

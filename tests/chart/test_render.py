@@ -10,8 +10,18 @@ import helm_python
 import pytest
 import yaml
 
-from tests.chart.conftest import ALL_VARIANTS, OTHER_RELEASE, OTHER_RELEASE_VALUES, VARIANTS, rendered_variant
-from tests.chart.saga_chart import CHART_DIR, Rendered, chart, hook_of, render
+from tests.support.chart import (
+    ALL_VARIANTS,
+    CHART_DIR,
+    OTHER_RELEASE,
+    OTHER_RELEASE_VALUES,
+    VARIANTS,
+    Rendered,
+    chart,
+    hook_of,
+    render,
+    rendered_variant,
+)
 
 INFO = 1  # helm lint severities: 1 info, 2 warning, 3 error
 

@@ -14,8 +14,7 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from tests.chart.conftest import ALL_VARIANTS, rendered_variant
-from tests.chart.saga_chart import Rendered, hook_of, render
+from tests.support.chart import ALL_VARIANTS, Rendered, hook_of, render, rendered_variant
 
 ROOT = Path(__file__).resolve().parents[2]
 PRODUCTION = ROOT / "charts/saga/examples/values-production.yaml"

@@ -1,6 +1,6 @@
 """The chart tier's toolbox: charts/saga rendered by the real Helm engine (helm-python-sdk), as objects.
 
-Also the generator of the plain manifests: `python tests/chart/saga_chart.py manifests` rewrites
+Also the generator of the plain manifests: `python -m tests.support.chart manifests` rewrites
 k8s/saga.yaml from the chart and k8s/plain-values.yaml (that is what `make manifests` runs), and
 tests/chart/test_plain_manifests.py fails when the file drifts from the chart.
 """

@@ -1,6 +1,5 @@
 """What the services read from their environment: their settings classes and the variables beyond them that a
-container may set. Shared by the chart and image checks (tests/chart/test_contract.py still holds a copy of
-its own, to import these from here once its current edit lands)."""
+container may set. Shared by the chart and image checks."""
 
 from __future__ import annotations
 
