@@ -184,9 +184,11 @@ class OrderLoad:
         *,
         duration_s: float,
         wait_s: float = 30,
+        prefer_wait: bool = False,
         progress: Callable[[LoadStats], None] | None = None,
     ) -> LoadStats:
-        """`concurrency` clients, each creating an order and waiting for its outcome before the next one."""
+        """`concurrency` clients, each creating an order and waiting for its outcome before the next one: with a
+        `GET ?wait=` after the POST, or with `prefer_wait`, in the POST itself (`Prefer: wait=`, one request)."""
         wait_timeout = aiohttp.ClientTimeout(total=wait_s + 10)
         async with self._session() as http:
             self.stats.started = time.time()
@@ -194,12 +196,14 @@ class OrderLoad:
 
             async def client(index: int) -> None:
                 while time.monotonic() < deadline:
-                    placed = await self._place(http, first=index)
+                    placed = await self._place(http, first=index, prefer_wait_s=wait_s if prefer_wait else None)
                     if progress is not None:
                         progress(self.stats)
                     if placed is None:
                         await asyncio.sleep(0.05)
                         continue
+                    if prefer_wait:
+                        continue  # the POST answered with the outcome
                     url = self.order_urls[index % len(self.order_urls)]
                     try:
                         async with http.get(
@@ -246,7 +250,9 @@ class OrderLoad:
         assert last is not None
         raise last
 
-    async def _place(self, http: aiohttp.ClientSession, first: int | None = None) -> Placed | None:
+    async def _place(
+        self, http: aiohttp.ClientSession, first: int | None = None, prefer_wait_s: float | None = None
+    ) -> Placed | None:
         poor = bool(self.poor) and self.random.random() < self.poor_fraction
         customer = self.random.choice(self.poor if poor else self.customers)
         price = self.price if self.price is not None else Decimal(self.random.randint(100, 2000)) / 100
@@ -257,10 +263,14 @@ class OrderLoad:
             key = f"load-{uuid.uuid4().hex}"
             self.stats.keys[key] = (customer, price)
             headers["Idempotency-Key"] = key
+        extra: dict[str, Any] = {}
+        if prefer_wait_s is not None:
+            headers["Prefer"] = f"wait={int(prefer_wait_s)}"
+            extra["timeout"] = aiohttp.ClientTimeout(total=prefer_wait_s + 10)
         self.stats.attempted += 1
         sent_at, started = time.time(), time.perf_counter()
         try:
-            status, answer = await self._post(http, "/orders/", first, json=body, headers=headers)
+            status, answer = await self._post(http, "/orders/", first, json=body, headers=headers, **extra)
         except Exception as exc:  # noqa: BLE001 - every failure is a figure
             self.stats.http_s.append(time.perf_counter() - started)
             kind = error_kind(exc)

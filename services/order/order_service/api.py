@@ -39,6 +39,28 @@ IdempotencyKey = Annotated[
 ]
 
 
+PreferHeader = Annotated[
+    str | None,
+    Header(
+        alias="Prefer",
+        max_length=200,
+        description=f"`wait=N` (RFC 7240): answer once the saga has its outcome, or after N seconds (at most "
+        f"{MAX_WAIT_S:.0f}), with the order as it is then; `Preference-Applied` says it was honoured",
+    ),
+]
+
+
+def preferred_wait(prefer: str | None) -> int | None:
+    """The seconds of a `Prefer: wait=N` (RFC 7240 delta-seconds), capped at MAX_WAIT_S; None without one. A
+    malformed preference is ignored, as the RFC asks of preferences a server cannot honour."""
+    for preference in (prefer or "").split(","):
+        name, _, value = preference.split(";")[0].strip().partition("=")
+        value = value.strip().strip('"')
+        if name.strip().lower() == "wait" and value.isascii() and value.isdigit():
+            return min(int(value), int(MAX_WAIT_S))
+    return None
+
+
 def _not_found(order_id: int) -> HTTPException:
     return HTTPException(status.HTTP_404_NOT_FOUND, f"order {order_id} not found")
 
@@ -58,6 +80,7 @@ async def create_order(
     response: Response,
     principal: OrdersWriter,
     idempotency_key: IdempotencyKey = None,
+    prefer: PreferHeader = None,
 ) -> OrderOut:
     if not principal.sees_customer(body.customer_id):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "this token may order only for its own customer")
@@ -80,6 +103,11 @@ async def create_order(
         response.headers["Idempotent-Replayed"] = "true"
     assert row is not None
     response.headers["Location"] = f"/orders/{row.id}"
+    wait = preferred_wait(prefer)
+    if wait is not None:
+        # One request per saga for clients that want the outcome: the answer a `GET ?wait=` would give.
+        row = await _outcome_within(db, request.app.state.waiters, row.id, principal, wait)
+        response.headers["Preference-Applied"] = f"wait={wait}"
     return orders.to_resource(row)
 
 
@@ -107,14 +135,22 @@ async def get_order(
     if wait is None:
         row = await _read(db, order_id, principal)
     else:
-        waiters: OutcomeWaiters = request.app.state.waiters
-        with waiters.register(order_id) as outcome:
-            row = await _read(db, order_id, principal)
-            if OrderStatus(row.status) not in TERMINAL_STATUSES:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(outcome.wait(), wait)
-                row = await _read(db, order_id, principal)  # woken or not: answer with what the database says now
+        row = await _outcome_within(db, request.app.state.waiters, order_id, principal, wait)
     return orders.to_resource(row)
+
+
+async def _outcome_within(
+    db: Database, waiters: OutcomeWaiters, order_id: int, principal: Principal, wait_s: float
+) -> OrderRow:
+    """The order once terminal, or as it is after `wait_s`. Registered before the first read, so an outcome
+    that lands between that read and the wait still wakes it."""
+    with waiters.register(order_id) as outcome:
+        row = await _read(db, order_id, principal)
+        if OrderStatus(row.status) not in TERMINAL_STATUSES and wait_s > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(outcome.wait(), wait_s)
+            row = await _read(db, order_id, principal)  # woken or not: answer with what the database says now
+    return row
 
 
 async def _read(db: Database, order_id: int, principal: Principal) -> OrderRow:

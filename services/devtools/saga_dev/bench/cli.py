@@ -54,10 +54,18 @@ class Scenario:
     sampler_ratio: float = 1.0
     cluster: bool = False
     soak: bool = False
+    prefer_wait: bool = False  # closed loop: the outcome in the POST (Prefer: wait=) instead of a GET ?wait=
 
 
 SCENARIOS = [
     Scenario("closed-1x", "max throughput: one replica each, 64 sagas in flight", "closed", 64),
+    Scenario(
+        "closed-prefer",
+        "closed-1x whose clients ask for the outcome in the POST (Prefer: wait=), one request per saga",
+        "closed",
+        64,
+        prefer_wait=True,
+    ),
     Scenario("open-100", "latency at 100 sagas/s, one replica each", "open", 100),
     Scenario("open-300", "latency at 300 sagas/s, one replica each", "open", 300),
     Scenario(
@@ -149,7 +157,9 @@ async def run_scenario(
         if scenario.mode == "open":
             run = await load.open_loop(scenario.load, duration_s=duration_s, progress=progress)
         else:
-            run = await load.closed_loop(int(scenario.load), duration_s=duration_s, progress=progress)
+            run = await load.closed_loop(
+                int(scenario.load), duration_s=duration_s, prefer_wait=scenario.prefer_wait, progress=progress
+            )
         progress.done()
         assert stack.env is not None
         finished = await outcomes(stack.env.databases.order_url, list(run.accepted), timeout_s=OUTCOME_TIMEOUT_S)
