@@ -7,7 +7,6 @@ import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -15,12 +14,10 @@ import pytest
 from saga_dev.docker_engine import DockerEngine
 from saga_dev.infra import LocalInfrastructure
 from saga_dev.localstack import (
-    POSTGRES_URL,
-    RABBITMQ_API_URL,
-    RABBITMQ_URL,
     Databases,
     DatabaseTemplates,
     SagaEnvironment,
+    local_servers,
 )
 from tests.support.otlp import OtlpReceiver
 
@@ -76,21 +73,10 @@ def local_infrastructure(request: pytest.FixtureRequest) -> Iterator[LocalInfras
     if not {tier_of(item) for item in request.session.items} & INFRASTRUCTURE_TIERS:
         yield None
         return
-    infra = LocalInfrastructure.ensure(
-        POSTGRES_URL,
-        RABBITMQ_URL,
-        home=INFRA_HOME,
-        node_name="saga-test",
-        management_port=urlsplit(RABBITMQ_API_URL).port or 15672,
-        log=lambda line: _say(request, f"[infrastructure] {line}"),
-    )
-    if infra.rabbitmq is not None:
-        os.environ["SAGA_TEST_RABBITMQ_NODE"] = infra.rabbitmq.name  # for rabbitmqctl (localstack)
-    try:
+    with local_servers(
+        home=INFRA_HOME, node_name="saga-test", log=lambda line: _say(request, f"[infrastructure] {line}")
+    ) as infra:
         yield infra
-    finally:
-        infra.stop()
-        os.environ.pop("SAGA_TEST_RABBITMQ_NODE", None)
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,9 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import import_module
 from pathlib import Path
@@ -34,6 +36,7 @@ import httpx
 
 from saga_common.persistence.db import drop_database, ensure_database
 from saga_common.persistence.migrations import upgrade
+from saga_dev.infra import LocalInfrastructure
 from saga_dev.probes import free_port, pid_alive
 from saga_dev.system_packages import fix_for
 
@@ -200,6 +203,27 @@ def drop_stale_templates() -> None:
     stale = [name for (name,) in rows if (m := _TEMPLATE_NAME.match(str(name))) and not pid_alive(int(m[1]))]
     if stale:
         postgres_admin(*(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)' for name in stale))
+
+
+@contextmanager
+def local_servers(*, home: Path, node_name: str, log: Callable[[str], None]) -> Iterator[LocalInfrastructure]:
+    """PostgreSQL and RabbitMQ at the SAGA_TEST_* URLs: used as they are when they answer, else private servers
+    (the management API on too) for the block, stopped after it. The test session and saga-bench both run in it."""
+    infra = LocalInfrastructure.ensure(
+        POSTGRES_URL,
+        RABBITMQ_URL,
+        home=home,
+        node_name=node_name,
+        management_port=urlsplit(RABBITMQ_API_URL).port or 15672,
+        log=log,
+    )
+    if infra.rabbitmq is not None:
+        os.environ["SAGA_TEST_RABBITMQ_NODE"] = infra.rabbitmq.name  # for rabbitmqctl (below)
+    try:
+        yield infra
+    finally:
+        infra.stop()
+        os.environ.pop("SAGA_TEST_RABBITMQ_NODE", None)
 
 
 @dataclass

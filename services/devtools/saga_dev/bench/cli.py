@@ -22,16 +22,14 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 from tabulate import tabulate
 
 from saga_dev.bench.baseline import run_baseline
 from saga_dev.bench.progress import Progress
 from saga_dev.bench.stack import BenchStack, outcomes
-from saga_dev.infra import LocalInfrastructure
 from saga_dev.load import LoadStats, OrderLoad
-from saga_dev.localstack import POSTGRES_URL, RABBITMQ_API_URL, RABBITMQ_URL, SagaEnvironment
+from saga_dev.localstack import SagaEnvironment, local_servers
 from saga_dev.rabbit_cluster import RabbitCluster
 
 T = TypeVar("T")
@@ -363,22 +361,12 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _with_local_servers(run: Callable[[], T]) -> T:
-    """`run()` with PostgreSQL and RabbitMQ at the SAGA_TEST_* URLs: used as they are when they answer, else
-    private servers (as the test session starts them), stopped afterwards: a bare machine needs no other step."""
-    infra = LocalInfrastructure.ensure(
-        POSTGRES_URL,
-        RABBITMQ_URL,
-        home=BENCH_INFRA_HOME,
-        node_name="saga-bench",
-        management_port=urlsplit(RABBITMQ_API_URL).port or 15672,
-        log=lambda line: print(f"[infrastructure] {line}", flush=True),
-    )
-    if infra.rabbitmq is not None:
-        os.environ["SAGA_TEST_RABBITMQ_NODE"] = infra.rabbitmq.name  # for rabbitmqctl (localstack)
-    try:
+    """`run()` with PostgreSQL and RabbitMQ answering (private ones when none does): a bare machine needs no
+    other step."""
+    with local_servers(
+        home=BENCH_INFRA_HOME, node_name="saga-bench", log=lambda line: print(f"[infrastructure] {line}", flush=True)
+    ):
         return run()
-    finally:
-        infra.stop()
 
 
 async def _run_all(chosen: list[Scenario], args: argparse.Namespace) -> tuple[dict[str, float] | None, list[Result]]:
