@@ -40,13 +40,11 @@ _RECORD = """
     RETURNING id
 """
 _CUSTOMER_EXISTS = "SELECT EXISTS (SELECT 1 FROM customers WHERE id = $1)"
-_RELEASE = """
-    UPDATE reservations SET status = 'released', released_at = now()
-    WHERE order_id = $1 AND status = 'active'
-    RETURNING customer_id, amount
-"""
+# One locked look at the order's reservation: two statements (release what is active, else look again) let a
+# reservation commit between them and be answered "nothing to release" while its money stayed held.
+_FIND_FOR_RELEASE = "SELECT customer_id, amount, status FROM reservations WHERE order_id = $1 FOR UPDATE"
+_MARK_RELEASED = "UPDATE reservations SET status = 'released', released_at = now() WHERE order_id = $1"
 _CREDIT_BACK = "UPDATE customers SET balance = balance + $2, updated_at = now() WHERE id = $1"
-_FIND = "SELECT customer_id, amount, status FROM reservations WHERE order_id = $1"
 
 
 async def reserve(
@@ -82,14 +80,17 @@ class Release:
 async def release(conn: asyncpg.Connection, *, order_id: int, customer_id: int) -> Release:
     """Give back the credit held for this order. Idempotent: releasing twice, or an order that never held
     credit, returns what was released (possibly 0) without moving money again."""
-    released = await conn.fetchrow(_RELEASE, order_id)
-    if released is not None:
-        await conn.execute(_CREDIT_BACK, released["customer_id"], released["amount"])
-        return Release(released["customer_id"], released["amount"])
-    existing = await conn.fetchrow(_FIND, order_id)
+    existing = await conn.fetchrow(_FIND_FOR_RELEASE, order_id)
     if existing is None:
         # Cancelled before any reservation: record it, so a late order.created cannot reserve credit anymore.
-        await _record_rejection(conn, order_id, customer_id, Decimal(0), "cancelled")
+        if await _record_rejection(conn, order_id, customer_id, Decimal(0), "cancelled") is None:
+            # An order.created handled at the same moment reserved first (its row was not visible above):
+            # rolled back and retried, this release finds that reservation and gives the money back.
+            raise DecisionRace(f"order {order_id} was reserved by a concurrent delivery while being cancelled")
         return Release(customer_id, Decimal(0))
+    if existing["status"] == ReservationStatus.ACTIVE.value:
+        await conn.execute(_MARK_RELEASED, order_id)
+        await conn.execute(_CREDIT_BACK, existing["customer_id"], existing["amount"])
+        return Release(existing["customer_id"], existing["amount"])
     amount = existing["amount"] if existing["status"] == ReservationStatus.RELEASED.value else Decimal(0)
     return Release(existing["customer_id"], amount)
