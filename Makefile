@@ -10,7 +10,7 @@ PACKAGES := -e services/common -e services/order -e services/customer -e service
 PYTEST := $(BIN)/pytest
 
 .PHONY: help install system-packages run test test-unit test-integration test-e2e test-observability test-chart test-images test-compose \
-        test-chaos test-fuzz test-perf test-cluster bench lint format clean chart-readme chart-topology asyncapi
+        test-chaos test-upgrade test-fuzz test-perf test-cluster bench lint format clean chart-readme chart-topology asyncapi
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -40,6 +40,7 @@ test: system-packages $(INSTALLED) ## the whole suite, tier by tier (what CI run
 	$(PYTEST) tests/images -m images -s
 	$(PYTEST) tests/compose -m compose -s
 	$(PYTEST) tests/chaos -m chaos -s
+	$(PYTEST) tests/upgrade -m upgrade -s
 	$(PYTEST) tests/perf -m perf
 	$(NODE_BUILD)
 	$(PYTEST) tests/cluster -m cluster -s
@@ -61,6 +62,9 @@ test-compose: system-packages $(INSTALLED) ## docker/compose.yaml brought up wit
 
 test-chaos: system-packages $(INSTALLED) ## faults under load on a 3-node RabbitMQ cluster; prints the table of figures (root, rabbitmq-server)
 	$(PYTEST) tests/chaos -m chaos -s
+
+test-upgrade: system-packages $(INSTALLED) ## release N (git revision before order.created v2) rolled to the work tree under load, replica by replica
+	$(PYTEST) tests/upgrade -m upgrade -s
 
 test-fuzz: system-packages $(INSTALLED) ## schemathesis on both OpenAPI documents, and the bad-input list (also part of test-chaos)
 	$(PYTEST) tests/chaos/test_fuzz_api.py -m chaos -s

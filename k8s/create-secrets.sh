@@ -1,6 +1,6 @@
 #!/bin/sh
 # The credentials of the plain manifests (k8s/saga.yaml refers to these Secrets and carries none).
-# Prints five Secrets with fresh random passwords, as YAML, for kubectl:
+# Prints eight Secrets with fresh random passwords, as YAML, for kubectl:
 #
 #   kubectl create namespace saga
 #   sh k8s/create-secrets.sh | kubectl apply -f -
@@ -56,6 +56,8 @@ service() {
         "database-url=postgresql://$2_service:$service_database_password@$database_host/$3" \
         "rabbitmq-password=$rabbitmq_password" \
         "rabbitmq-url=$(broker_urls "$1-service" "$rabbitmq_password")"
+    # The database superuser's own password, read by the database pod only: the owner is no superuser.
+    secret "$RELEASE-$1-db-credentials" "superuser-password=$(random)"
 }
 
 service order order orders

@@ -37,10 +37,11 @@ TIER_TIMEOUTS = {
     "images": 900,
     "compose": 600,  # the first test builds the stack's images (cold: over 5 min seen beside a build)
     "cluster": 1200,  # the module sets its own: one release goes through every step in file order
+    "upgrade": 420,  # the one rolling upgrade, about 50 s
 }
 TIERS = set(TIER_TIMEOUTS)
 # The tiers that talk to the machine's PostgreSQL and RabbitMQ (chart, unit and compose bring their own or none).
-INFRASTRUCTURE_TIERS = {"integration", "e2e", "observability", "images", "chaos", "perf"}
+INFRASTRUCTURE_TIERS = {"integration", "e2e", "observability", "images", "chaos", "perf", "upgrade"}
 # Where the private servers keep their data between sessions (initdb once; a session then starts in seconds).
 INFRA_HOME = Path(os.environ.get("SAGA_TEST_INFRA_HOME", "/var/tmp/saga-test-infra"))
 

@@ -355,7 +355,7 @@ def poison_messages() -> list[tuple[str, bytes, str, str]]:
         (CUSTOMER_QUEUE, b"[1, 2, 3]", "order.created", "malformed"),
         (CUSTOMER_QUEUE, json.dumps(created | {"type": "order.exploded"}).encode(), "order.exploded", "unknown_type"),
         (CUSTOMER_QUEUE, json.dumps(without_fields).encode(), "order.created", "malformed"),
-        (CUSTOMER_QUEUE, json.dumps(created | {"version": 2}).encode(), "order.created", "wrong_version"),
+        (CUSTOMER_QUEUE, json.dumps(created | {"version": 0}).encode(), "order.created", "wrong_version"),
         (CUSTOMER_QUEUE, big, "order.created", "too_large"),
         (CUSTOMER_QUEUE, json.dumps(fulfilled_unknown).encode(), "order.fulfilled", "unknown_type"),
         (ORDER_QUEUE, b"\xff\xfe not even UTF-8", "order.fulfilled", "not_json"),

@@ -144,11 +144,11 @@ def test_the_settings_built_from_the_rendered_environment_are_valid(
             e["name"]: e for e in rendered.workload(f"{service.removesuffix('-service')}-db").containers()[0]["env"]
         }
         assert database.path == f"/{db_env['POSTGRES_DB']['value']}"
-        password_ref = db_env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"]
+        password_ref = db_env["SAGA_DATABASE_OWNER_PASSWORD"]["valueFrom"]["secretKeyRef"]
         owner_password = secret_value(rendered, password_ref["name"], password_ref["key"])
         if workload.owner["kind"] == "Job":
-            # The migrations (and the seed) run as the database's owner.
-            assert database.username == db_env["POSTGRES_USER"]["value"]
+            # The migrations (and the seed) run as the database's owner (which is not the superuser).
+            assert database.username == db_env["SAGA_DATABASE_OWNER"]["value"] != db_env["POSTGRES_USER"]["value"]
             assert database.password == owner_password
         else:
             # The service connects as the role the migration grants data access to, never as the owner.
@@ -384,6 +384,10 @@ def test_every_reference_resolves(variant: str) -> None:
         rendered.values.get(k, {}).get("existingSecret") for k in ("rabbitmq", "grafana", "auth")
     }
     existing.add(rendered.values.get("auth", {}).get("existingCertificateSecret"))
+    existing |= {
+        rendered.values.get("services", {}).get(k, {}).get("database", {}).get("existingSecret")
+        for k in ("order", "customer")
+    }
     existing.discard(None)
 
     def secret_has(name: str, key: str | None, where: str) -> None:

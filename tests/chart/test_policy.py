@@ -191,6 +191,8 @@ def test_credentials_are_generated_and_never_leave_the_secrets() -> None:
     assert set(secrets) == {
         "saga-order-service",
         "saga-customer-service",
+        "saga-order-db",  # the database superuser's password, read by the database pod only
+        "saga-customer-db",
         "saga-rabbitmq",
         "saga-grafana",
         "saga-token-signer",

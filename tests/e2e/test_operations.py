@@ -337,7 +337,12 @@ async def test_prune_keeps_unsent_rows_and_the_inbox_window(saga_env):
     assert await outbox_count(order_db) == 4
 
     done = sagactl_json(saga_env, "prune", extra_env=settings)
-    assert done["databases"]["order-service"] == {"outbox_rows": 3, "inbox_rows": 2, "inbox_window_s": 86400.0}
+    assert done["databases"]["order-service"] == {
+        "outbox_rows": 3,
+        "inbox_rows": 2,
+        "inbox_window_s": 86400.0,
+        "history_rows": 0,  # no saga has been over for 90 days
+    }
     remaining = await sql(order_db, "SELECT published_at FROM outbox")
     assert [r["published_at"] for r in remaining] == [None], "an unsent row must never be pruned"
     assert sorted(r["message_id"] for r in await sql(order_db, "SELECT message_id FROM inbox")) == sorted(inbox_ids[2:])

@@ -10,7 +10,7 @@ import asyncpg
 import httpx
 
 from order_service.cli import MIGRATIONS
-from saga_common.persistence.migrations import downgrade, upgrade
+from saga_common.persistence.migrations import SchemaHistory, downgrade, upgrade
 from saga_dev.localstack import ServiceProcess, unique_name
 from tests.support.waiting import eventually
 
@@ -79,7 +79,8 @@ async def test_a_service_waits_on_readyz_until_its_migrations_have_run(saga_env)
     try:
         async with httpx.AsyncClient(timeout=5) as http:
             waiting = await readyz_until(http, order, unready_for("schema"), "/readyz waiting for the schema")
-            assert "at revision 0001, this release needs 0002" in waiting.json()["reasons"]["schema"]
+            head = SchemaHistory.of(MIGRATIONS).head
+            assert f"at revision 0001, this release needs {head}" in waiting.json()["reasons"]["schema"]
             await asyncio.to_thread(upgrade, MIGRATIONS, saga_env.databases.order_url)
             await readyz_until(http, order, lambda r: r.status_code == 200, "/readyz ready once migrated")
     finally:

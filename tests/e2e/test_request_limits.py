@@ -95,7 +95,22 @@ def read_response(sock: socket.socket, timeout: float = 10) -> tuple[int, str]:
             break
         data += chunk
     assert data.startswith(b"HTTP/1.1 "), f"no HTTP answer: {data[:200]!r}"
-    return int(data.split(b" ", 2)[1]), data.decode("latin-1")
+    # The head and the body may come in separate segments: read the body its Content-Length announces.
+    head_part, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        (
+            int(line.split(b":", 1)[1])
+            for line in head_part.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        ),
+        0,
+    )
+    while len(body) < length and time.monotonic() < deadline:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return int(data.split(b" ", 2)[1]), (head_part + b"\r\n\r\n" + body).decode("latin-1")
 
 
 def stream_until_refused(sock: socket.socket, chunk: bytes, *, max_chunks: int, max_s: float) -> int:

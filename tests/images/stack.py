@@ -2,8 +2,8 @@
 RabbitMQ (tests/support/kubelet.py runs each container as a kubelet would).
 
 What the chart's infrastructure pods would have created is created from the rendered objects themselves:
-- each PostgreSQL StatefulSet's POSTGRES_USER / POSTGRES_PASSWORD / POSTGRES_DB (what the official image's
-  entrypoint creates on first boot) become a role and a database in the local PostgreSQL;
+- each PostgreSQL StatefulSet's POSTGRES_DB and its owner (SAGA_DATABASE_OWNER / _PASSWORD, what the chart's
+  init script creates on first boot: no superuser) become a database and its owner role in the local PostgreSQL;
 - the RabbitMQ definitions in the chart's ConfigMap (vhost, the services' users, their permissions and topic
   permissions) are applied to the local RabbitMQ, each user with the password the definitions init container
   would hash (from the rendered Secrets). The administrator is left out: none of our pods uses it.
@@ -77,20 +77,19 @@ class ChartOnDocker:
             )
             container = workload.spec["containers"][0]
             env = {item["name"] for item in container.get("env", [])}
-            if not {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"} <= env:
+            if not {"SAGA_DATABASE_OWNER", "SAGA_DATABASE_OWNER_PASSWORD", "POSTGRES_DB"} <= env:
                 continue
             values = self.kubelet.env_of(workload, container, statefulset["metadata"]["name"] + "-0")
-            asyncio.run(
-                self._create_database(values["POSTGRES_USER"], values["POSTGRES_PASSWORD"], values["POSTGRES_DB"])
-            )
-            self.say(f"  postgres: role {values['POSTGRES_USER']}, database {values['POSTGRES_DB']} ({workload.name})")
+            owner, password = values["SAGA_DATABASE_OWNER"], values["SAGA_DATABASE_OWNER_PASSWORD"]
+            asyncio.run(self._create_database(owner, password, values["POSTGRES_DB"]))
+            self.say(f"  postgres: owner {owner}, database {values['POSTGRES_DB']} ({workload.name})")
 
     async def _create_database(self, user: str, password: str, database: str) -> None:
         conn = await asyncpg.connect(f"{POSTGRES_URL}/postgres")
         try:
-            # As the official image's initdb makes POSTGRES_USER: the database's superuser (migrate, run as it,
-            # creates the service's own role).
-            await conn.execute(f'CREATE ROLE "{user}" LOGIN SUPERUSER PASSWORD $${password}$$')
+            # As the chart's init script (create-owner.sh) makes the owner: no superuser, CREATEROLE so that
+            # migrate, run as it, creates the service's own role. (The local superuser stands in for postgres.)
+            await conn.execute(f'CREATE ROLE "{user}" LOGIN CREATEROLE NOSUPERUSER PASSWORD $${password}$$')
             self.roles.append(user)
             await conn.execute(f'CREATE DATABASE "{database}" OWNER "{user}"')
             self.databases.append(database)

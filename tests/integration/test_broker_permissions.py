@@ -28,10 +28,13 @@ import httpx
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractConnection
 
+from saga_common.contract.messages import OrderCreated
 from saga_common.contract.topology import BINDINGS, CUSTOMER_SERVICE, ORDER_SERVICE, PUBLISHES
+from saga_common.messaging.consumer import CATEGORY_HEADER
 from saga_dev.localstack import Databases, Vhost, rabbitmqctl, unique_name
 from tests.support.chart import render
 from tests.support.processes import ServiceProcess
+from tests.support.waiting import eventually
 
 SERVICES = (ORDER_SERVICE, CUSTOMER_SERVICE)
 OTHER = {ORDER_SERVICE: CUSTOMER_SERVICE, CUSTOMER_SERVICE: ORDER_SERVICE}
@@ -264,17 +267,60 @@ async def test_what_a_service_needs_is_allowed(broker, connections, service):
         await admin.close()
 
 
+async def cc_publish(broker: Broker, event: OrderCreated, header: str) -> str:
+    """Publish `event` as the customer service's user, on a routing key it owns, with a `header` (CC or BCC)
+    naming the event's own routing key: 'refused' when the broker refuses it, 'routed' when it took it."""
+    connection = await broker.connect(CUSTOMER_SERVICE)
+    try:
+        message = aio_pika.Message(
+            event.to_json(),
+            message_id=str(event.message_id),
+            type=event.routing_key,
+            headers={header: [event.routing_key]},
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        )
+        try:
+            await allowed(publish_message("saga.events", PUBLISHES[CUSTOMER_SERVICE][0], message), connection)
+        except aiormq.exceptions.ChannelAccessRefused:
+            return "refused"
+        return "routed"
+    finally:
+        await connection.close()
+
+
+def publish_message(
+    exchange: str, routing_key: str, message: aio_pika.Message
+) -> Callable[[AbstractChannel], Awaitable[object]]:
+    async def run(channel: AbstractChannel) -> object:
+        target = await channel.get_exchange(exchange, ensure=False)
+        return await target.publish(message, routing_key, timeout=5)
+
+    return run
+
+
+async def dead_letter_of(broker: Broker, message_id: str) -> aio_pika.abc.AbstractIncomingMessage | None:
+    """The customer service's dead letter with this id, taken out of the queue (the others are given back)."""
+    connection = await broker.admin()
+    try:
+        channel = await connection.channel()
+        queue = await channel.get_queue(f"{CUSTOMER_SERVICE}.dead-letter", ensure=False)
+        found = None
+        while (message := await queue.get(no_ack=False, fail=False, timeout=5)) is not None:
+            if message.message_id == message_id:
+                await message.ack()
+                found = message
+        return found  # closing the channel gives back every message not acked
+    finally:
+        await connection.close()
+
+
 async def test_the_saga_runs_with_the_least_privileged_users(broker):
     databases = Databases.fresh("sagaperm").create()
-    customer = ServiceProcess(
-        "customer_service",
-        databases.customer_url,
-        broker.url(CUSTOMER_SERVICE),
-        extra_env={"SAGA_BROKER_TOPOLOGY": "passive"},
-    )
-    order = ServiceProcess(
-        "order_service", databases.order_url, broker.url(ORDER_SERVICE), extra_env={"SAGA_BROKER_TOPOLOGY": "passive"}
-    )
+    # As the chart runs them: the topology from the definitions, and each service checks that the owner of an
+    # event's type published it.
+    env = {"SAGA_BROKER_TOPOLOGY": "passive", "SAGA_BROKER_PUBLISHERS": json.dumps(broker.users)}
+    customer = ServiceProcess("customer_service", databases.customer_url, broker.url(CUSTOMER_SERVICE), extra_env=env)
+    order = ServiceProcess("order_service", databases.order_url, broker.url(ORDER_SERVICE), extra_env=env)
     try:
         # The order service first: with the topology in the definitions, no order.created is lost meanwhile.
         order.start()
@@ -311,6 +357,23 @@ async def test_the_saga_runs_with_the_least_privileged_users(broker):
                     break
                 await asyncio.sleep(0.1)
             assert await broker.depth(f"{CUSTOMER_SERVICE}.dead-letter") == 1
+
+            # The CC/BCC bypass: the customer service's user publishes a routing key it owns with a CC (or BCC)
+            # header naming order.created. A fixed broker refuses it; one without the fix (RabbitMQ 3.x, early
+            # 4.0) routes it to the customer service, whose consumer dead-letters it for its publisher. Either
+            # way the forged order takes no credit.
+            for number, header in enumerate(("CC", "BCC")):
+                forged = OrderCreated(order_id=999_990 + number, customer_id=customer_id, amount=Decimal("60.00"))
+                dead_before = await broker.depth(f"{CUSTOMER_SERVICE}.dead-letter")
+                if await cc_publish(broker, forged, header) == "refused":
+                    continue
+                letter = await eventually(
+                    lambda f=forged: dead_letter_of(broker, str(f.message_id)), timeout=10, what="the forged event"
+                )
+                assert letter.headers[CATEGORY_HEADER] == "wrong_publisher", letter.headers
+                assert await broker.depth(f"{CUSTOMER_SERVICE}.dead-letter") == dead_before
+            balance = (await http.get(f"{customer.base_url}/customers/{customer_id}")).json()["balance"]
+            assert Decimal(balance) == Decimal("100.00"), "a forged order.created took credit"
         assert "ACCESS_REFUSED" not in order.log_text() + customer.log_text()
         # No broker password in the logs (URLs are logged redacted).
         for password in broker.passwords.values():

@@ -283,3 +283,51 @@ async def test_consumer_spans_can_start_a_linked_trace_instead(saga_env, otlp_re
     finally:
         order_service.stop()
         customer_service.stop()
+
+
+async def test_with_sampling_a_sampled_saga_is_whole_and_an_unsampled_one_exports_nothing(saga_env, otlp_receiver):
+    # The sampling is decided once, at the order API; everything downstream follows it, so a saga is either
+    # one whole trace or nothing at all (no fragment sampled on its own by a later step).
+    extra = tracing_env(otlp_receiver) | {
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "0.5",
+    }
+    customer_service = ServiceProcess(
+        "customer_service", saga_env.databases.customer_url, saga_env.broker_url, extra_env=extra
+    ).start()
+    order_service = ServiceProcess(
+        "order_service", saga_env.databases.order_url, saga_env.broker_url, extra_env=extra
+    ).start()
+    try:
+        async with httpx.AsyncClient(timeout=10) as http:
+            client = SagaClient(order_service.base_url, customer_service.base_url, http)
+            customer = await client.create_customer("1000.00")
+            sagas = []
+            for _ in range(16):
+                body = {"customer_id": customer, "product_id": 1, "quantity": 1, "total_price": "1.00"}
+                response = await http.post(f"{client.order_url}/orders/", json=body)
+                assert response.status_code == 201
+                sampled = bool(int(response.headers["traceparent"].rsplit("-", 1)[1], 16) & 1)  # the sampled flag
+                sagas.append((response.json(), sampled))
+            for order, _ in sagas:
+                await client.wait_for_status(order["id"], {"fulfilled"})
+        sampled = [order for order, is_sampled in sagas if is_sampled]
+        unsampled = [order for order, is_sampled in sagas if not is_sampled]
+        assert sampled and unsampled, f"16 sagas at 50% should give both kinds: {len(sampled)} sampled"
+        ours: set[str] = set()  # this test's two processes (the receiver also holds other tests' spans)
+        for order in sampled:
+            spans = await asyncio.to_thread(wait_for_whole_saga, otlp_receiver, order["trace_id"], "fulfilled")
+            assert_saga_is_one_trace(spans, order["id"], "fulfilled")
+            ours |= {span.instance for span in spans}
+        await asyncio.sleep(1.0)  # the exporters' batch delay (OTEL_BSP_SCHEDULE_DELAY in tracing_env) has passed
+        unsampled_ids = {order["id"] for order in unsampled}
+        leaked = [
+            (s.service, s.name)
+            for s in otlp_receiver.spans
+            if s.trace_id in {order["trace_id"] for order in unsampled}
+            or (s.instance in ours and s.attributes.get("saga.order_id") in unsampled_ids)
+        ]
+        assert leaked == [], f"spans exported for unsampled sagas: {leaked}"
+    finally:
+        order_service.stop()
+        customer_service.stop()

@@ -13,7 +13,7 @@ import jsonschema
 import pytest
 import yaml
 
-from saga_common.contract.messages import EVENT_TYPES, OrderCreated, OrderRejected
+from saga_common.contract.messages import EVENT_TYPES, VERSIONS, Amount, OrderCreated, OrderCreatedV2, OrderRejected
 from saga_common.contract.topology import BINDINGS
 from saga_common.messaging import consumer
 from saga_common.observability import metrics
@@ -101,7 +101,12 @@ def test_every_event_queue_and_header_of_the_code_is_in_the_document(document) -
     for routing_key, cls in EVENT_TYPES.items():
         assert routing_key in channels and routing_key in sent
         message = Contract(document).message_for(routing_key)
-        assert resolve(document, message["payload"]["$ref"]) == cls.model_json_schema(mode="serialization")
+        # Every version, oldest first, each with the schema of its model.
+        versions = VERSIONS[routing_key].values()
+        assert refs(message["payload"]) == [f"#/components/schemas/{each.__name__}" for each in versions]
+        assert cls is list(versions)[-1]
+        for each in versions:
+            assert resolve(document, f"#/components/schemas/{each.__name__}") == asyncapi.payload_schema(each)
     topology = asyncapi.default_topology()
     for service, routing_keys in BINDINGS.items():
         queues = topology.queues(service)
@@ -145,8 +150,15 @@ PROPERTIES = {
 }
 
 
-def test_an_event_the_code_writes_fits_its_message() -> None:
-    event = OrderCreated(order_id=42, customer_id=7, amount="50.00", product_id=1, quantity=1)
+@pytest.mark.parametrize(
+    "event",
+    [
+        OrderCreated(order_id=42, customer_id=7, amount="50.00", product_id=1, quantity=1),
+        OrderCreatedV2(order_id=42, customer_id=7, amount=Amount(value="50.00", currency="EUR"), product_id=1),
+    ],
+    ids=["v1", "v2"],
+)
+def test_an_event_the_code_writes_fits_its_message(event) -> None:
     body = json.loads(event.to_json())
     properties = PROPERTIES | {"message_id": str(event.message_id)}
     assert (
@@ -161,7 +173,8 @@ def test_an_event_the_code_writes_fits_its_message() -> None:
         ("orderCreated", {"amount": 50.0}, {}, {}, "body amount: 50.0 is not of type 'string'"),
         ("orderCreated", {"order_id": "42"}, {}, {}, "body order_id: '42' is not of type 'integer'"),
         ("orderCreated", {"type": "order.rejected"}, {}, {}, "body type: 'order.created' was expected"),
-        ("orderCreated", {"version": 2}, {}, {}, "body version: 1 was expected"),
+        ("orderCreated", {"version": 3}, {}, {}, "body version: 2 was expected"),
+        ("orderCreated", {"version": 2}, {}, {}, "body amount: '50.00' is not of type 'object'"),
         ("orderCreated", {}, {"traceparent": "nope"}, {}, "headers traceparent: 'nope' does not match"),
         ("orderCreated", {}, {}, {"delivery_mode": 1}, "properties delivery_mode: 2 was expected"),
         (

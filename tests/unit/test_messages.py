@@ -1,4 +1,5 @@
-"""The message contract: what round-trips, and the reason every kind of poison message gets."""
+"""The message contract: what round-trips, and the reason every kind of poison message gets (versions and their
+up- and downcasting: test_message_versions.py)."""
 
 import json
 import uuid
@@ -9,9 +10,11 @@ import pytest
 
 from saga_common.contract.messages import (
     EVENT_TYPES,
+    Amount,
     CreditReleased,
     OrderCancelled,
     OrderCreated,
+    OrderCreatedV2,
     OrderFulfilled,
     OrderRejected,
     PoisonMessage,
@@ -21,7 +24,7 @@ from saga_common.contract.messages import (
 MAX = 64 * 1024
 
 EXAMPLES = [
-    OrderCreated(order_id=1, customer_id=2, amount=Decimal("50.00"), product_id=3, quantity=1),
+    OrderCreatedV2(order_id=1, customer_id=2, amount=Amount(value="50.00", currency="EUR"), product_id=3, quantity=1),
     OrderCancelled(order_id=1, customer_id=2),
     OrderFulfilled(order_id=1, customer_id=2, amount=Decimal("0.10"), reservation_id=9),
     OrderRejected(order_id=1, customer_id=2, reason="insufficient_balance"),
@@ -70,11 +73,17 @@ def valid_body(**changes):
         (b"[1, 2]", "malformed", "not an object"),
         (valid_body(type="order.teleported"), "unknown_type", "unknown message type 'order.teleported'"),
         (valid_body(type=None), "unknown_type", "unknown message type None"),
-        (valid_body(version=2), "wrong_version", "unsupported version 2"),
+        (valid_body(version=0), "wrong_version", "unsupported version 0"),
         (valid_body(version="1"), "wrong_version", "unsupported version '1'"),
+        (valid_body(version=True), "wrong_version", "unsupported version True"),
+        (valid_body(version=None), "wrong_version", "unsupported version None"),
+        (valid_body(version=1), "malformed", "version 1: amount"),  # a v2 body that claims to be v1
         (valid_body(customer_id=None), "malformed", "customer_id"),
         (valid_body(amount="12.345"), "malformed", "amount"),
-        (valid_body(amount=-1), "malformed", "amount"),
+        (valid_body(amount={"value": "12.345", "currency": "EUR"}), "malformed", "amount.value"),
+        (valid_body(amount={"value": "-1", "currency": "EUR"}), "malformed", "amount.value"),
+        (valid_body(amount={"value": "1.00", "currency": "euro"}), "malformed", "amount.currency"),
+        (valid_body(amount={"value": "1.00"}), "malformed", "amount.currency"),
         (valid_body(order_id=0), "malformed", "order_id"),
         (valid_body(message_id="not-a-uuid"), "malformed", "message_id"),
         (b'{"type": "order.created", "version": 1}', "malformed", "order_id"),
@@ -90,7 +99,7 @@ def test_poison_messages_say_why(body, category, says):
 
 def test_unknown_fields_are_ignored_for_forward_compatibility():
     event = decode(valid_body(added_in_a_later_minor="x"), max_bytes=MAX)
-    assert isinstance(event, OrderCreated)
+    assert isinstance(event, OrderCreatedV2)
 
 
 def test_deadline_travels_with_order_created():

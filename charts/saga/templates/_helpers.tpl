@@ -94,6 +94,7 @@ dict "root" $ "key" "order" | include "saga.service" | fromJson
 {{- $_ := set $svc "dbComponent" (printf "%s-db" .key) }}
 {{- $_ := set $svc "migrateComponent" (printf "%s-migrate" .key) }}
 {{- $_ := set $svc "secretName" ($svc.existingSecret | default $svc.fullName) }}
+{{- $_ := set $svc "dbSecretName" ($svc.database.existingSecret | default (include "saga.componentName" (dict "root" .root "component" $svc.dbComponent))) }}
 {{- $_ := set $svc "imageRef" (include "saga.image" (dict "image" $svc.image "defaultTag" .root.Chart.AppVersion)) }}
 {{- toJson $svc }}
 {{- end }}
@@ -208,6 +209,15 @@ dict "root" $ "username" "order-service" "password" "..."
 {{- join "," $urls }}
 {{- end }}
 
+{{/* SAGA_BROKER_PUBLISHERS: each service's broker user, which is its name (the users of the definitions). */}}
+{{- define "saga.brokerPublishers" -}}
+{{- $users := dict }}
+{{- range $key := include "saga.serviceKeys" . | splitList " " }}
+{{- $_ := set $users (printf "%s-service" $key) (printf "%s-service" $key) }}
+{{- end }}
+{{- toJson $users }}
+{{- end }}
+
 {{/* DATABASE_URL of a service: dict "root" $ "svc" $svc "password" "..." */}}
 {{- define "saga.databaseUrl" -}}
 {{- printf "postgresql://%s:%s@%s:5432/%s" .username .password (include "saga.host" (dict "root" .root "component" .svc.dbComponent)) .svc.database.name }}
@@ -261,11 +271,14 @@ pod and `make token` read it, no service does. */}}
 {{- if le (int $svc.terminationGracePeriodSeconds) $needed }}
 {{- fail (printf "services.%s: terminationGracePeriodSeconds=%d must exceed preStopSleepSeconds + drainTimeoutSeconds + 5 = %d, or SIGKILL cuts the drain short" $key (int $svc.terminationGracePeriodSeconds) $needed) }}
 {{- end }}
+{{- if eq $svc.database.username "postgres" }}
+{{- fail (printf "services.%s.database.username=postgres: that is the database's superuser; the owner is a role of its own, no superuser" $key) }}
+{{- end }}
 {{- if and $svc.autoscaling.enabled (gt (int $svc.autoscaling.minReplicas) (int $svc.autoscaling.maxReplicas)) }}
 {{- fail (printf "services.%s: autoscaling.minReplicas=%d is above maxReplicas=%d" $key (int $svc.autoscaling.minReplicas) (int $svc.autoscaling.maxReplicas)) }}
 {{- end }}
 {{- range $name, $_ := $svc.settings }}
-{{- if has $name (list "SAGA_ENVIRONMENT" "SAGA_HTTP_PORT" "SAGA_HTTP_HOST" "SAGA_LOG_LEVEL" "SAGA_LOG_FORMAT" "SAGA_DRAIN_TIMEOUT_S" "SAGA_BROKER_TOPOLOGY" "SAGA_SERVICE_DATABASE_ROLE" "SAGA_SERVICE_DATABASE_PASSWORD") }}
+{{- if has $name (list "SAGA_ENVIRONMENT" "SAGA_HTTP_PORT" "SAGA_HTTP_HOST" "SAGA_LOG_LEVEL" "SAGA_LOG_FORMAT" "SAGA_DRAIN_TIMEOUT_S" "SAGA_BROKER_TOPOLOGY" "SAGA_BROKER_PUBLISHERS" "SAGA_SERVICE_DATABASE_ROLE" "SAGA_SERVICE_DATABASE_PASSWORD") }}
 {{- fail (printf "services.%s.settings.%s is set by the chart itself; use the chart's own value for it" $key $name) }}
 {{- end }}
 {{- /* The services never read these: sagactl does, in the CronJobs. */}}

@@ -13,10 +13,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from saga_common.contract.messages import Event
+from saga_common.contract.messages import Event, check_publish_versions
 from saga_common.contract.topology import BINDINGS, Topology
 from saga_common.messaging.broker import Broker, Session
 from saga_common.messaging.consumer import Consumer, Handler
+from saga_common.messaging.publishers import PublisherCheck
 from saga_common.messaging.relay import OutboxRelay, refresh_backlog_metrics
 from saga_common.observability import metrics
 from saga_common.observability.tracing import untraced
@@ -74,13 +75,17 @@ class ServiceRuntime:
     ) -> None:
         if spec.name not in BINDINGS:
             raise ValueError(f"unknown service {spec.name!r}; the topology knows {sorted(BINDINGS)}")
+        check_publish_versions(settings.publish_versions)
         self.settings = settings
         self.spec = spec
         self.pool = create_pool(settings)
         # Set when there may be outbox rows to publish: by our own commits at once, by NOTIFY for other processes'.
         outbox_written = asyncio.Event()
         self.db = Database(
-            self.pool, exchange=settings.exchange, on_events_committed=outbox_written.set if relay else None
+            self.pool,
+            exchange=settings.exchange,
+            publish_versions=settings.publish_versions,
+            on_events_committed=outbox_written.set if relay else None,
         )
         self.topology = topology_from(settings)
         self.queues = self.topology.queues(spec.name)
@@ -118,6 +123,12 @@ class ServiceRuntime:
                 concurrency=settings.consumer_concurrency,
                 lock_order=spec.lock_order,
                 trace_as_link=settings.trace_consumer_parent == "link",
+                publishers=(
+                    PublisherCheck.for_service(spec.name, settings.broker_publishers, settings.exchange)
+                    if settings.broker_publishers
+                    else None
+                ),
+                newer_version_hold_s=settings.newer_version_hold_s,
             )
             if consume
             else None

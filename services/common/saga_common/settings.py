@@ -113,6 +113,24 @@ class ServiceSettings(BaseSettings):
         description="Back-off tiers; attempt n waits retry_delays_ms[min(n, len-1)].",
     )
     max_message_bytes: int = Field(256 * 1024, ge=1024)
+    # Checked against the contract's versions at start-up (runtime.py): this layer does not know the contract.
+    publish_versions: dict[str, int] = Field(
+        default={},
+        description='The version each event type is published in (JSON, e.g. {"order.created": 1}); a type not '
+        "named is published in its newest. Pin the old version while consumers of the last release still run.",
+    )
+    newer_version_hold_s: float = Field(
+        86400.0,
+        gt=0,
+        description="A message of a version newer than this release knows is held back (delay queue, no attempt used) "
+        "for up to this long, then parked in the dead-letter queue (`newer_version`).",
+    )
+    broker_publishers: dict[str, str] = Field(
+        default={},
+        description='The broker user each producing service publishes as (JSON, e.g. {"order-service": "order", '
+        '"customer-service": "customer"}): a consumed event whose broker-validated publisher is not its '
+        "type's owner is dead-lettered (`wrong_publisher`). Empty: no check (one shared user, development).",
+    )
     broker_heartbeat_s: int = Field(10, ge=0)
     broker_reconnect_max_delay_s: float = Field(5.0, gt=0)
 

@@ -2,7 +2,8 @@
 
     python -m saga_dev.asyncapi > docs/asyncapi.yaml        (what `make asyncapi` runs)
 
-Payloads are the JSON schemas pydantic derives from the event models (`messages.py`); channels, queues and
+Payloads are the JSON schemas pydantic derives from the event models (`messages.py`), one per version of each
+type (a message's payload picks the version's schema by its `version` field); channels, queues and
 their arguments come from `topology.py`; the headers are the ones the outbox, the tracing and the consumer
 add (`consumer.py`). Defaults are the settings' own defaults, never the environment's, so the document is
 the same on every machine. tests/unit/test_asyncapi.py fails when docs/asyncapi.yaml and this disagree.
@@ -15,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from saga_common.contract.messages import EVENT_TYPES, SCHEMA_VERSION, Event
+from saga_common.contract.messages import EVENT_TYPES, VERSIONS, Event, newest_version
 from saga_common.contract.topology import BINDINGS, CUSTOMER_SERVICE, ORDER_SERVICE, Topology
 from saga_common.messaging import consumer
 from saga_common.observability import metrics
@@ -53,21 +54,51 @@ def _message_name(routing_key: str) -> str:
 
 
 def payload_schema(event: type[Event]) -> dict[str, Any]:
-    """What travels: the event's JSON form (Event.to_json), every field present."""
+    """What travels: the event's JSON form (Event.to_json), every field present; nested models (a v2 amount)
+    written in place, so each version's schema stands alone."""
     schema = event.model_json_schema(mode="serialization")
-    assert "$defs" not in schema, f"{event.__name__}: nested definitions would need their own components"
-    return schema
+    definitions = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            if set(node) == {"$ref"} and node["$ref"].startswith("#/$defs/"):
+                return inline(definitions[node["$ref"].removeprefix("#/$defs/")])
+            return {key: inline(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [inline(value) for value in node]
+        return node
+
+    return inline(schema)
+
+
+def every_version() -> list[type[Event]]:
+    return [cls for versions in VERSIONS.values() for cls in versions.values()]
+
+
+def versioned_payload(routing_key: str) -> dict[str, Any]:
+    """The schema of the body's own version: if/then/else on `version` (so a validator names the field that is
+    wrong, where oneOf would only say that no branch fits); a version past the newest is checked as the newest."""
+    *older, newest = VERSIONS[routing_key].items()
+    payload: dict[str, Any] = {"$ref": f"#/components/schemas/{newest[1].__name__}"}
+    for version, cls in reversed(older):
+        payload = {
+            "if": {"properties": {"version": {"const": version}}, "required": ["version"]},
+            "then": {"$ref": f"#/components/schemas/{cls.__name__}"},
+            "else": payload,
+        }
+    return payload
 
 
 def _schemas() -> dict[str, Any]:
     routing_keys = sorted(EVENT_TYPES)
-    schemas: dict[str, Any] = {cls.__name__: payload_schema(cls) for cls in EVENT_TYPES.values()}
+    schemas: dict[str, Any] = {cls.__name__: payload_schema(cls) for cls in every_version()}
     schemas["EventHeaders"] = {
         "type": "object",
         "description": (
             "AMQP headers of an event. The outbox row stores the W3C trace context of the span that wrote it and "
             "the relay publishes it with the context of its publish span (only when tracing is on). Retried copies "
-            f"also carry `{consumer.ATTEMPT_HEADER}` and `{consumer.ROUTING_KEY_HEADER}`. Other headers are ignored."
+            f"also carry `{consumer.ATTEMPT_HEADER}` and `{consumer.ROUTING_KEY_HEADER}`, held-back ones (a version "
+            f"newer than the consumer knows) `{consumer.HELD_SINCE_HEADER}`. Other headers are ignored."
         ),
         "properties": {
             "traceparent": {
@@ -80,6 +111,14 @@ def _schemas() -> dict[str, Any]:
                 "type": "integer",
                 "minimum": 0,
                 "description": "Handler failures so far (set on copies sent to a delay queue).",
+            },
+            consumer.HELD_SINCE_HEADER: {
+                "type": "string",
+                "format": "date-time",
+                "description": (
+                    "When a consumer first held this message back because its version is newer than it knows "
+                    "(ISO 8601, UTC); past SAGA_NEWER_VERSION_HOLD_S it is dead-lettered as `newer_version`."
+                ),
             },
             consumer.ROUTING_KEY_HEADER: {
                 "type": "string",
@@ -186,15 +225,20 @@ def _schemas() -> dict[str, Any]:
 def _event_message(routing_key: str, cls: type[Event]) -> dict[str, Any]:
     consumers = [service for service, keys in BINDINGS.items() if routing_key in keys]
     producers = [service for service, keys in PRODUCERS.items() if routing_key in keys]
+    versions = VERSIONS[routing_key]
+    listed = ", ".join(f"{version} (`{each.__name__}`)" for version, each in versions.items())
     return {
         "name": routing_key,
-        "title": cls.__name__,
+        "title": versions[min(versions)].__name__,  # the type's name, whatever its versions
         "summary": (cls.__doc__ or "").strip(),
-        "description": f"Published by the {', '.join(producers)}; consumed by the {', '.join(consumers)}.",
+        "description": (
+            f"Published by the {', '.join(producers)}; consumed by the {', '.join(consumers)}. Versions: {listed}; "
+            "published in the newest unless SAGA_PUBLISH_VERSIONS names another, read in every one."
+        ),
         "contentType": "application/json",
         "correlationId": {"location": "$message.payload#/order_id", "description": "The order id."},
         "headers": {"$ref": "#/components/schemas/EventHeaders"},
-        "payload": {"$ref": f"#/components/schemas/{cls.__name__}"},
+        "payload": versioned_payload(routing_key),
         "bindings": {"amqp": {"messageType": routing_key, "bindingVersion": AMQP_BINDING_VERSION}},
         "x-amqp-properties": {"$ref": "#/components/schemas/AmqpProperties"},
     }
@@ -220,7 +264,7 @@ def document() -> dict[str, Any]:
         "summary": "The event as it was delivered, copied to a delay queue after its handler failed.",
         "contentType": "application/json",
         "headers": {"$ref": "#/components/schemas/RetryHeaders"},
-        "payload": {"oneOf": [{"$ref": f"#/components/schemas/{cls.__name__}"} for cls in EVENT_TYPES.values()]},
+        "payload": {"oneOf": [{"$ref": f"#/components/schemas/{cls.__name__}"} for cls in every_version()]},
         "x-amqp-properties": {"$ref": "#/components/schemas/AmqpProperties"},
     }
     messages["deadLetter"] = {
@@ -348,14 +392,16 @@ def document() -> dict[str, Any]:
         "asyncapi": "3.0.0",
         "info": {
             "title": "Saga events",
-            "version": str(SCHEMA_VERSION),
+            "version": str(max(newest_version(key) for key in VERSIONS)),
             "description": (
                 "The events the order service and the customer service exchange through RabbitMQ "
                 "(choreography), generated from `saga_common.contract.messages` and `saga_common.contract.topology` by "
                 "`python -m saga_dev.asyncapi`. Each body is one flat JSON object: the envelope "
                 "(`message_id`, `type`, `version`, `occurred_at`, `order_id`) and the fields of its type. Money "
-                "is a decimal string. Unknown fields are ignored (forward compatible); another `version` is "
-                "dead-lettered (`wrong_version`). The info version is the envelope's schema version."
+                "is a decimal string. Unknown fields are ignored (forward compatible). Each type may have several "
+                "versions (`version`): a consumer reads every version it knows (upcast to the newest), holds back a "
+                "newer one in a delay queue until it is upgraded, and dead-letters any other (`wrong_version`). The "
+                "info version is the newest version of any type."
             ),
         },
         "defaultContentType": "application/json",

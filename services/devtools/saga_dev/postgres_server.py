@@ -59,6 +59,8 @@ class PrivatePostgres:
 
     base: Path
     port: int
+    # More server settings (`-c name=value`), e.g. a TLS variant's ssl=on and its files; the defaults have none.
+    settings: tuple[tuple[str, str], ...] = ()
 
     @property
     def data(self) -> Path:
@@ -96,6 +98,7 @@ class PrivatePostgres:
         if not self.initialised():
             self.init()
         options = f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.base}"
+        options += "".join(f" -c {name}={value}" for name, value in self.settings)
         _run(
             [
                 str(bin_dir() / "pg_ctl"),

@@ -1,4 +1,4 @@
-"""The order API: create (idempotently), read, list and cancel orders."""
+"""The order API: create (idempotently), read, list and cancel orders; an operator expires or resends."""
 
 from __future__ import annotations
 
@@ -6,10 +6,13 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import uuid
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Response, status
+from pydantic import AwareDatetime, BaseModel, Field
 
 from order_service import orders, saga
 from order_service.models import TERMINAL_STATUSES, OrderStatus
@@ -20,7 +23,7 @@ from order_service.waiters import MAX_WAIT_S, OutcomeWaiters
 from saga_common.observability import tracing
 from saga_common.persistence.db import Database
 from saga_common.web.app import DatabaseDep, Problem
-from saga_common.web.auth import OrdersCanceller, OrdersReader, OrdersWriter, Principal
+from saga_common.web.auth import OrdersCanceller, OrdersOperator, OrdersReader, OrdersWriter, Principal
 from saga_common.web.strings import Text
 
 log = logging.getLogger(__name__)
@@ -93,6 +96,7 @@ async def create_order(
             fingerprint=fingerprint,
             trace_parent=tracing.current_traceparent(),
             deadline=timedelta(seconds=request.app.state.settings.deadline_s),
+            actor=principal.subject,
         )
     if replayed:
         if row is None or row.request_fingerprint != fingerprint or not principal.sees_customer(row.customer_id):
@@ -183,6 +187,10 @@ async def list_orders(
     order_status: Annotated[OrderStatus | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 20,
     before_id: Annotated[int | None, Query(gt=0, le=2**63 - 1, description="Page on: ids below this one")] = None,
+    created_before: Annotated[
+        AwareDatetime | None, Query(description="Only orders created before this instant")
+    ] = None,
+    created_after: Annotated[AwareDatetime | None, Query(description="Only orders created after this instant")] = None,
 ) -> list[OrderOut]:
     if principal.customer_filter is not None:
         if customer_id not in (None, principal.customer_filter):
@@ -190,7 +198,13 @@ async def list_orders(
         customer_id = principal.customer_filter
     async with db.connection() as conn:
         rows = await orders.list_orders(
-            conn, customer_id=customer_id, status=order_status, limit=limit, before_id=before_id
+            conn,
+            customer_id=customer_id,
+            status=order_status,
+            limit=limit,
+            before_id=before_id,
+            created_before=created_before,
+            created_after=created_after,
         )
     return [orders.to_resource(row) for row in rows]
 
@@ -199,15 +213,60 @@ async def list_orders(
     "/orders/{order_id}/cancel",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=OrderOut,
-    summary="Cancel a fulfilled order: its credit is released (compensation)",
-    responses={404: {"model": Problem}, 409: {"model": Problem, "description": "The order is not fulfilled"}},
+    summary="Cancel a pending or fulfilled order: its credit is released (compensation)",
+    responses={404: {"model": Problem}, 409: {"model": Problem, "description": "The order is already over"}},
 )
 async def cancel_order(order_id: OrderId, db: DatabaseDep, principal: OrdersCanceller) -> OrderOut:
     try:
         async with db.unit_of_work() as uow:
-            row = await saga.cancel(uow, order_id, may_act_for=principal.sees_customer)
+            row = await saga.cancel(uow, order_id, may_act_for=principal.sees_customer, actor=principal.subject)
     except saga.OrderNotFound:
         raise _not_found(order_id) from None
     except saga.CannotCancel as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, f"order {order_id} cannot be cancelled: {exc}") from None
     return orders.to_resource(row)
+
+
+class Resent(BaseModel):
+    order_id: int
+    message_id: uuid.UUID = Field(description="The id the event was published with again (its original one)")
+
+
+@router.post(
+    "/orders/{order_id}/expire",
+    response_model=OrderOut,
+    summary="Operator: reject a pending order now (`expired_by_operator`), releasing any credit it holds",
+    responses={404: {"model": Problem}, 409: {"model": Problem, "description": "The order is not pending"}},
+)
+async def expire_order(order_id: OrderId, db: DatabaseDep, principal: OrdersOperator) -> OrderOut:
+    async with _operator_action(order_id):
+        async with db.unit_of_work() as uow:
+            row = await saga.expire(uow, order_id, may_act_for=principal.sees_customer, actor=principal.subject)
+    return orders.to_resource(row)
+
+
+@router.post(
+    "/orders/{order_id}/resend",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=Resent,
+    summary="Operator: publish the saga's last event again, with the same message id (the inbox deduplicates)",
+    responses={404: {"model": Problem}, 409: {"model": Problem, "description": "The saga is over"}},
+)
+async def resend_event(order_id: OrderId, db: DatabaseDep, request: Request, principal: OrdersOperator) -> Resent:
+    deadline = timedelta(seconds=request.app.state.settings.deadline_s)
+    async with _operator_action(order_id):
+        async with db.unit_of_work() as uow:
+            message_id = await saga.resend(
+                uow, order_id, may_act_for=principal.sees_customer, actor=principal.subject, deadline=deadline
+            )
+    return Resent(order_id=order_id, message_id=message_id)
+
+
+@contextlib.asynccontextmanager
+async def _operator_action(order_id: int) -> AsyncIterator[None]:
+    try:
+        yield
+    except saga.OrderNotFound:
+        raise _not_found(order_id) from None
+    except saga.CannotAct as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"order {order_id}: nothing to do, {exc}") from None

@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import asyncpg
 
-from order_service.models import TERMINAL_STATUSES, OrderStatus
+from order_service.models import IN_PROGRESS_STATUSES, TERMINAL_STATUSES, OrderStatus, sql_in
 from order_service.schemas import OrderCreate, OrderOut
 from saga_common.observability.tracing import trace_id_of
 
@@ -31,14 +31,19 @@ class OrderRow:
 
 
 _COLUMNS = ", ".join(OrderRow.__dataclass_fields__)
+# A key is per customer; one an older release wrote (`idempotency_key`, migration 0004) counts for its customer.
 _INSERT = f"""
-    INSERT INTO orders (customer_id, product_id, quantity, total_price, status, idempotency_key,
+    INSERT INTO orders (customer_id, product_id, quantity, total_price, status, customer_idempotency_key,
                         request_fingerprint, trace_parent)
-    VALUES ($1, $2, $3, $4, '{OrderStatus.PENDING.value}', $5, $6, $7)
-    ON CONFLICT (idempotency_key) DO NOTHING
+    SELECT $1::bigint, $2::bigint, $3::integer, $4::numeric, '{OrderStatus.PENDING.value}', $5::text, $6::text, $7::text
+    WHERE NOT EXISTS (SELECT 1 FROM orders WHERE idempotency_key = $5 AND customer_id = $1)
+    ON CONFLICT (customer_id, customer_idempotency_key) DO NOTHING
     RETURNING {_COLUMNS}
 """
-_BY_KEY = f"SELECT {_COLUMNS} FROM orders WHERE idempotency_key = $1"
+_BY_KEY = f"""
+    SELECT {_COLUMNS} FROM orders
+    WHERE customer_id = $1 AND (customer_idempotency_key = $2 OR idempotency_key = $2)
+"""
 _BY_ID = f"SELECT {_COLUMNS} FROM orders WHERE id = $1"
 _BY_ID_FOR_UPDATE = f"SELECT {_COLUMNS} FROM orders WHERE id = $1 FOR UPDATE"
 # completed_at marks the last terminal transition; a cancelling order keeps the one of its fulfilment.
@@ -50,10 +55,11 @@ _SET_STATUS = f"""
 """
 
 
-# Pending orders past their deadline, oldest first; rows another replica's sweep holds are skipped.
+# Sagas past their deadline still waiting for their first answer (pending, or cancelled while pending: never
+# fulfilled, so no completed_at), oldest first; rows another replica's sweep holds are skipped.
 _OVERDUE_FOR_UPDATE = f"""
     SELECT {_COLUMNS} FROM orders
-    WHERE status = '{OrderStatus.PENDING.value}' AND created_at < now() - make_interval(secs => $1)
+    WHERE {sql_in(IN_PROGRESS_STATUSES)} AND completed_at IS NULL AND created_at < now() - make_interval(secs => $1)
     ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED
 """
 
@@ -100,8 +106,8 @@ async def insert_order(
     return _row(record)
 
 
-async def get_by_idempotency_key(conn: asyncpg.Connection, key: str) -> OrderRow | None:
-    return _row(await conn.fetchrow(_BY_KEY, key))
+async def get_by_idempotency_key(conn: asyncpg.Connection, customer_id: int, key: str) -> OrderRow | None:
+    return _row(await conn.fetchrow(_BY_KEY, customer_id, key))
 
 
 async def get(conn: asyncpg.Connection, order_id: int, *, for_update: bool = False) -> OrderRow | None:
@@ -127,13 +133,17 @@ async def list_orders(
     status: OrderStatus | None,
     limit: int,
     before_id: int | None,
+    created_before: datetime | None = None,
+    created_after: datetime | None = None,
 ) -> list[OrderRow]:
-    # Only the filters given, from a fixed list: at most eight statements, each planned for its own filters
+    # Only the filters given, from a fixed list: a few statements, each planned for its own filters
     # (a catch-all "$1 IS NULL OR customer_id = $1" would get one generic plan that cannot use the index).
     filters = (
         ("customer_id =", customer_id),
         ("status =", None if status is None else status.value),
         ("id <", before_id),
+        ("created_at <", created_before),
+        ("created_at >", created_after),
     )
     conditions: list[str] = []
     args: list[object] = []

@@ -12,6 +12,9 @@ class OrderSettings(ServiceSettings):
         description="PostgreSQL URL of the order database.",
     )
     deadline_s: float = Field(
-        30.0, gt=0, description="An order still pending after this long is rejected with reason `timeout`."
+        30.0,
+        gt=0,
+        description="An order still pending after this long is rejected with reason `timeout` "
+        "(one cancelled while pending ends cancelled).",
     )
     deadline_sweep_interval_s: float = Field(1.0, gt=0)

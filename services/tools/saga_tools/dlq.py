@@ -8,7 +8,9 @@ never loses.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -29,6 +31,9 @@ from saga_common.messaging.consumer import (
 
 MAX_READ = 10_000  # a dead-letter queue longer than this is a fire; read it in parts after a purge or replay
 REPLAYED_AT_HEADER = "x-saga-replayed-at"
+# How many times this message was sent back from a dead-letter queue; kept through retries and dead-lettering
+# (the consumer copies every header), so a message that fails again and again can be refused.
+REPLAYS_HEADER = "x-saga-replays"
 _DROPPED_ON_REPLAY = {
     ATTEMPT_HEADER,
     CATEGORY_HEADER,
@@ -61,6 +66,25 @@ class DeadLetter:
     body: bytes
 
     @property
+    def replays(self) -> int:
+        try:
+            return int(_plain(self.headers.get(REPLAYS_HEADER, 0)) or 0)
+        except ValueError:
+            return 0
+
+    @property
+    def dead_lettered(self) -> datetime | None:
+        """When it reached the dead-letter queue: our header, else the broker's own record (x-death)."""
+        if self.dead_lettered_at:
+            try:
+                return datetime.fromisoformat(self.dead_lettered_at)
+            except ValueError:
+                pass
+        deaths = self.headers.get("x-death") or []
+        at = deaths[0].get("time") if deaths else None
+        return at.replace(tzinfo=at.tzinfo or UTC) if isinstance(at, datetime) else None
+
+    @property
     def key(self) -> str:
         """How a user names it: its message id, or its position when it has none."""
         return self.message_id or f"#{self.position}"
@@ -75,6 +99,7 @@ class DeadLetter:
             "reason": self.reason,
             "dead_lettered_at": self.dead_lettered_at,
             "attempts": self.attempts,
+            "replays": self.replays,
         }
 
     def details(self) -> dict[str, Any]:
@@ -120,7 +145,7 @@ def _why(headers: dict[str, Any]) -> tuple[str, str]:
     return "no reason recorded", "unknown"
 
 
-def _to_dead_letter(service: str, queue: str, position: int, message: AbstractIncomingMessage) -> DeadLetter:
+def to_dead_letter(service: str, queue: str, position: int, message: AbstractIncomingMessage) -> DeadLetter:
     headers = dict(message.headers or {})
     reason, category = _why(headers)
     attempts = headers.get(ATTEMPT_HEADER)
@@ -140,6 +165,18 @@ def _to_dead_letter(service: str, queue: str, position: int, message: AbstractIn
         headers=headers,
         body=message.body,
     )
+
+
+async def browse(channel: AbstractChannel, queue_name: str, limit: int = MAX_READ) -> list[AbstractIncomingMessage]:
+    """Every message of a queue (up to `limit`), taken unacknowledged: closing `channel` gives them all back."""
+    queue = await channel.get_queue(queue_name, ensure=True)
+    messages = []
+    while len(messages) < limit:
+        message = await queue.get(no_ack=False, fail=False, timeout=5)
+        if message is None:
+            break
+        messages.append(message)
+    return messages
 
 
 class DeadLetterQueues:
@@ -171,13 +208,9 @@ class DeadLetterQueues:
         for service in self.services:
             queue_name = ServiceQueues(service, ()).dead_letter
             channel = await self._connection.channel(publisher_confirms=False)
-            queue = await channel.get_queue(queue_name, ensure=True)
             held: dict[str, AbstractIncomingMessage] = {}
-            for position in range(1, MAX_READ + 1):
-                message = await queue.get(no_ack=False, fail=False, timeout=5)
-                if message is None:
-                    break
-                letter = _to_dead_letter(service, queue_name, position, message)
+            for position, message in enumerate(await browse(channel, queue_name), start=1):
+                letter = to_dead_letter(service, queue_name, position, message)
                 held[letter.key] = message
                 letters.append(letter)
             self._held[service] = (channel, held)
@@ -191,6 +224,7 @@ class DeadLetterQueues:
         if letter.routing_key:
             headers[ROUTING_KEY_HEADER] = letter.routing_key
         headers[REPLAYED_AT_HEADER] = (replayed_at or datetime.now(UTC)).isoformat()
+        headers[REPLAYS_HEADER] = letter.replays + 1
         publisher = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
         try:
             await publisher.default_exchange.publish(
@@ -202,6 +236,14 @@ class DeadLetterQueues:
         finally:
             await publisher.close()
         await original.ack()
+
+    async def replay_paced(self, letters: list[DeadLetter], *, rate: float | None, replayed_at: datetime) -> None:
+        """Replay in queue order, at most `rate` a second: thousands at once would flood the consumer."""
+        started = time.monotonic()
+        for number, letter in enumerate(letters):
+            if rate and number:
+                await asyncio.sleep(max(0.0, started + number / rate - time.monotonic()))
+            await self.replay(letter, replayed_at)
 
     async def depths(self) -> dict[str, int]:
         counts = {}

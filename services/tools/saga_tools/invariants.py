@@ -8,7 +8,7 @@ For each order the customer database holds credit for, and each fulfilled or can
   - credit is held (an active reservation) only for an order the order database knows;
   - credit is held only for an order that still wants it: never for a rejected or cancelled one;
   - a fulfilled order holds exactly one active reservation, of its price;
-  - a cancelled order's reservation is released;
+  - a cancelled order's reservation is released, or was refused (cancelled while pending), never missing;
   - one reservation per order (also a unique key: a second one is a bug of the schema, not of the saga).
 """
 
@@ -126,7 +126,9 @@ def violations(orders: Mapping[int, Order], reservations: Iterable[Reservation])
                         f"fulfilled order holds {held} of credit, its price is {order.total_price}",
                     )
                 )
-        elif order.status == "cancelled" and not active and not any(r.status == "released" for r in rows):
+        elif order.status == "cancelled" and not rows:
+            # Released, or refused (an order cancelled while pending, before any credit was taken), is settled;
+            # no decision at all means its order.cancelled never reached the customer service.
             found.append(
                 Violation(
                     Kind.CANCELLED_NOT_RELEASED,

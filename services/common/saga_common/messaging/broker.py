@@ -41,6 +41,8 @@ class Session:
     exchange: AbstractExchange
     requeue_exchange: AbstractExchange
     url: str
+    # The broker user of this connection, which every publish names as its `user_id` (the broker checks it).
+    user: str = "guest"
 
 
 Subscriber = Callable[[Session], Awaitable[None]]
@@ -154,6 +156,7 @@ class Broker:
                 exchange=exchange,
                 requeue_exchange=requeue,
                 url=url,
+                user=broker_user(url),
             )
         except BaseException:
             await _close_quietly(connection)
@@ -179,6 +182,11 @@ class Broker:
         session, self._session = self._session, None
         if session is not None:
             await _close_quietly(session.connection)
+
+
+def broker_user(url: str) -> str:
+    """The user an AMQP URL logs in as (aio-pika's default, guest, when it names none)."""
+    return URL(url).user or "guest"
 
 
 async def _close_quietly(connection: aio_pika.abc.AbstractConnection | AbstractRobustConnection) -> None:

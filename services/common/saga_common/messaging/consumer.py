@@ -13,7 +13,10 @@ neighbours and retries and dead letters behave exactly as for a single message:
   - its handler fails: if the database does not answer a probe right after, it is an outage and not the
     message's fault, so it waits in the shortest delay queue without using up an attempt; otherwise it
     goes to the delay queue of its attempt, and after `max_attempts` to the dead-letter queue;
-  - it crashes the process again and again: the broker dead-letters it after `x-delivery-limit`.
+  - it crashes the process again and again: the broker dead-letters it after `x-delivery-limit`;
+  - it is a version of its type newer than this release knows (a producer already upgraded): held back in the
+    longest delay queue without using up an attempt, again and again until this consumer is upgraded; only
+    after `newer_version_hold_s` is it parked in the dead-letter queue (`newer_version`, replayable).
 A retry or dead-letter copy is acknowledged only after the broker confirmed the copy, so a crash in between
 yields a duplicate (deduplicated), never a loss.
 """
@@ -31,10 +34,11 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 
-from saga_common.contract.messages import Event, PoisonMessage, decode
+from saga_common.contract.messages import Event, NewerVersion, PoisonMessage, decode
 from saga_common.contract.topology import ServiceQueues
 from saga_common.messaging.batch import Delivery, Handler, Outcome, finish, handle_batch
 from saga_common.messaging.broker import Broker, Session
+from saga_common.messaging.publishers import PUBLISHER_HEADER, PublisherCheck, original_publisher
 from saga_common.observability import metrics
 from saga_common.observability.logs import current_order_id
 from saga_common.persistence.db import Database
@@ -48,6 +52,7 @@ REASON_HEADER = "x-saga-dead-letter-reason"
 CATEGORY_HEADER = "x-saga-dead-letter-category"
 SOURCE_QUEUE_HEADER = "x-saga-source-queue"
 DEAD_LETTERED_AT_HEADER = "x-saga-dead-lettered-at"
+HELD_SINCE_HEADER = "x-saga-held-since"  # when a too-new version was first held back (ISO 8601, UTC)
 
 
 def _by_order(event: Event) -> int:
@@ -55,7 +60,10 @@ def _by_order(event: Event) -> int:
 
 
 def copy_of(message: AbstractIncomingMessage, headers: dict[str, Any]) -> aio_pika.Message:
-    """The same message (body, id, type, correlation, timestamp), persistent, with other headers."""
+    """The same message (body, id, type, correlation, timestamp), persistent, with other headers. The publisher
+    of a message the broker dead-lettered (no header yet) goes into the header (saga_common.messaging.publishers)."""
+    if PUBLISHER_HEADER not in headers and message.user_id:
+        headers = headers | {PUBLISHER_HEADER: message.user_id}
     return aio_pika.Message(
         message.body,
         headers=headers,
@@ -89,6 +97,8 @@ class Consumer:
         concurrency: int = 1,
         lock_order: Callable[[Event], Any] = _by_order,
         trace_as_link: bool = False,
+        publishers: PublisherCheck | None = None,
+        newer_version_hold_s: float = 86400.0,
     ) -> None:
         self._queues = queues
         self._handlers = handlers
@@ -101,6 +111,8 @@ class Consumer:
         self._concurrency = concurrency
         self._lock_order = lock_order
         self._trace_as_link = trace_as_link
+        self._publishers = publishers  # None: any publisher is taken (one shared broker user, development)
+        self._newer_version_hold_s = newer_version_hold_s
         self._session: Session | None = None
         self._queue: AbstractQueue | None = None
         self._consumer_tag: str | None = None
@@ -195,10 +207,16 @@ class Consumer:
         except PoisonMessage as poison:
             await self._dead_letter(message, poison, message.type or "unknown")
             return None
+        except NewerVersion as newer:
+            await self._hold_back(message, newer)
+            return None
         handler = self._handlers.get(event.type)
         if handler is None:
             poison = PoisonMessage(f"{event.type} is not a message {self._queues.service} consumes", "unknown_type")
             await self._dead_letter(message, poison, event.type)
+            return None
+        if self._publishers is not None and (refused := self._publishers.refusal(message, event.type)):
+            await self._dead_letter(message, refused, event.type)
             return None
         return Delivery(message, event, handler)
 
@@ -244,6 +262,23 @@ class Consumer:
         log.warning("handling %s failed (attempt %d of %d), retrying: %r", event.type, attempt, self._max_attempts, exc)
         await self._republish(message, self._queues.retry_for_attempt(attempt), {ATTEMPT_HEADER: attempt}, "retried")
 
+    async def _hold_back(self, message: AbstractIncomingMessage, newer: NewerVersion) -> None:
+        """Wait in the longest delay queue, attempts untouched: an upgraded consumer will know the version."""
+        headers = message.headers or {}
+        now = datetime.now(UTC)
+        held_since = str(headers.get(HELD_SINCE_HEADER) or now.isoformat())
+        try:
+            held_s = (now - datetime.fromisoformat(held_since)).total_seconds()
+        except ValueError:
+            held_since, held_s = now.isoformat(), 0.0
+        if held_s > self._newer_version_hold_s:
+            reason = f"{newer} (held back {held_s:.0f} s); replay it once the consumer is upgraded"
+            await self._dead_letter(message, PoisonMessage(reason, "newer_version"), newer.event_type)
+            return
+        log.warning("%s; message %s waits", newer, message.message_id)
+        delay_queue = self._queues.retry_for_attempt(len(self._queues.retry_delays_ms))
+        await self._republish(message, delay_queue, {HELD_SINCE_HEADER: held_since}, "held_back", newer.event_type)
+
     async def _dead_letter(self, message: AbstractIncomingMessage, poison: PoisonMessage, message_type: str) -> None:
         log.error("dead-lettering message %s (%s): %s", message.message_id, message_type, poison.reason)
         extra = {
@@ -267,9 +302,12 @@ class Consumer:
         headers = dict(message.headers or {})
         headers[ROUTING_KEY_HEADER] = original_routing_key(message)
         headers.update(extra_headers)
-        copy = copy_of(message, headers)
         try:
-            await self._broker.session.requeue_exchange.publish(copy, routing_key=queue, mandatory=True, timeout=10)
+            session = self._broker.session
+            # Whatever the publisher wrote there is replaced by what the broker vouches for.
+            headers[PUBLISHER_HEADER] = original_publisher(message, session.exchange.name)
+            copy = copy_of(message, headers)
+            await session.requeue_exchange.publish(copy, routing_key=queue, mandatory=True, timeout=10)
         except Exception as exc:  # noqa: BLE001 - cannot park it: give it back to the broker
             log.warning("could not move message %s to %s (%s); requeueing it", message.message_id, queue, exc)
             if isinstance(exc, aio_pika.exceptions.DeliveryError):

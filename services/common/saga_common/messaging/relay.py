@@ -141,6 +141,8 @@ class OutboxRelay:
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             headers=headers,
             timestamp=row["created_at"],
+            # Validated by the broker: the consumers check it against the owner of the type (messaging/publishers).
+            user_id=session.user,
         )
         try:
             await session.exchange.publish(message, routing_key=routing_key, mandatory=True, timeout=10)

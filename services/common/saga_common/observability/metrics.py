@@ -87,12 +87,13 @@ HTTP_DURATION = Histogram(
 # Every label value the code can produce, so each series exists (at 0) from the first scrape: a counter that
 # appears only at its first increment makes rate() and increase() miss that increment.
 OUTCOMES = {"fulfilled": ("",), "rejected": ("insufficient_balance", "unknown_customer", "timeout"), "cancelled": ("",)}
-CONSUME_RESULTS = ("processed", "duplicate", "retried", "dead_lettered")
+CONSUME_RESULTS = ("processed", "duplicate", "retried", "held_back", "dead_lettered")
 DEAD_LETTER_CATEGORIES = (
     "not_json",
     "malformed",
     "unknown_type",
     "wrong_version",
+    "newer_version",
     "too_large",
     "max_attempts",
     "unknown_order",

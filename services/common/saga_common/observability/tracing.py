@@ -213,12 +213,29 @@ def start_consume_span(
 @contextmanager
 def only_span(span: Span) -> Iterator[None]:
     """`span` as the current span in a fresh context: inside an `untraced()` batch, one message's handler is
-    traced again, under its own message's trace and nothing of the batch's context."""
+    traced again, under its own message's trace and nothing of the batch's context. A span that is not
+    recording (its trace is not sampled) keeps the instrumentations off: they would only make spans nobody sees."""
     token = otel_context.attach(trace.set_span_in_context(span, otel_context.Context()))
     try:
-        yield
+        if span.is_recording():
+            yield
+        else:
+            with untraced():
+                yield
     finally:
         otel_context.detach(token)
+
+
+@contextmanager
+def sampled_only() -> Iterator[None]:
+    """Run a request's work with the instrumentations off unless its trace is sampled (decided once, by the
+    server span at the edge). Our own spans still start, non-recording, so the unsampled decision travels on
+    in every `traceparent`: downstream services follow it instead of sampling parts of the saga on their own."""
+    if not _State.enabled or trace.get_current_span().is_recording():
+        yield
+        return
+    with untraced():
+        yield
 
 
 @contextmanager

@@ -15,9 +15,10 @@ tables and runs the Alembic migrations; it never connects for the services.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from types import TracebackType
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 from asyncpg.pool import PoolAcquireContext
@@ -70,12 +71,20 @@ class Database:
     """A service's database: the pool, reads on a pooled connection, writes in a unit of work."""
 
     def __init__(
-        self, pool: asyncpg.Pool, *, exchange: str, on_events_committed: Callable[[], None] | None = None
+        self,
+        pool: asyncpg.Pool,
+        *,
+        exchange: str,
+        publish_versions: Mapping[str, int] | None = None,
+        on_events_committed: Callable[[], None] | None = None,
     ) -> None:
         """`on_events_committed` runs after a commit that wrote events: the runtime wakes its own relay at once,
-        without waiting for PostgreSQL's NOTIFY to come back (which still wakes the relays of other processes)."""
+        without waiting for PostgreSQL's NOTIFY to come back (which still wakes the relays of other processes).
+        `publish_versions`: the version each type is written in, the newest when not named (None: each event
+        in the version it was built in)."""
         self.pool = pool
         self.exchange = exchange
+        self.publish_versions = publish_versions
         self._on_events_committed = on_events_committed
 
     def connection(self) -> PoolAcquireContext:
@@ -95,7 +104,7 @@ class Database:
             async with self.connection() as conn, _UntracedBoundaries(conn.transaction()):
                 uow = UnitOfWork(conn)
                 yield uow
-                await write_events(conn, uow.events, exchange=self.exchange)
+                await write_events(conn, uow.events, exchange=self.exchange, versions=self.publish_versions)
         except asyncpg.exceptions.InternalClientError as exc:
             # A COMMIT (or BEGIN, ROLLBACK) sent after the server ended the session, before asyncpg read
             # that it did (a PostgreSQL restart): asyncpg's protocol refuses to switch state. The pool
@@ -127,9 +136,10 @@ class _UntracedBoundaries:
 
 
 def _server_and_name(url: str) -> tuple[str, str]:
-    """('postgresql://…/postgres', the database name): the maintenance database creates and drops the other."""
-    base, _, name_and_query = url.rpartition("/")
-    return f"{base}/postgres", _identifier(name_and_query.split("?")[0])
+    """('postgresql://…/postgres?…', the database name): the maintenance database creates and drops the other,
+    reached with the same query (TLS: sslmode, sslrootcert=/a/path, ...)."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/postgres")), _identifier(parts.path.removeprefix("/"))
 
 
 async def ensure_database(url: str) -> bool:

@@ -7,12 +7,13 @@ commit; the relay (`saga_common.messaging.relay`) publishes the rows.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import asyncpg
 import orjson
 
+from saga_common.contract.messages import encode, newest_version
 from saga_common.observability import tracing
 from saga_common.persistence.unit_of_work import PendingEvent
 
@@ -45,7 +46,14 @@ _INSERT_MANY = (
 )
 
 
-async def write_events(conn: asyncpg.Connection, pending: Sequence[PendingEvent], *, exchange: str) -> None:
+async def write_events(
+    conn: asyncpg.Connection,
+    pending: Sequence[PendingEvent],
+    *,
+    exchange: str,
+    versions: Mapping[str, int] | None = None,
+) -> None:
+    """`versions`: the version each type is written in (the newest when not named); None: as built."""
     if not pending:
         return
     spans = []
@@ -69,7 +77,7 @@ async def write_events(conn: asyncpg.Connection, pending: Sequence[PendingEvent]
                 event.message_id,
                 event.routing_key,
                 event.order_id,
-                event.to_json().decode(),
+                encode(event, _version_to_write(event.type, versions)).decode(),
                 orjson.dumps(headers).decode(),
             )
         )
@@ -82,8 +90,25 @@ async def write_events(conn: asyncpg.Connection, pending: Sequence[PendingEvent]
             span.end()
 
 
+def _version_to_write(event_type: str, versions: Mapping[str, int] | None) -> int | None:
+    return None if versions is None else versions.get(event_type, newest_version(event_type))
+
+
 async def _insert(conn: asyncpg.Connection, rows: list[tuple[Any, ...]]) -> None:
     if len(rows) == 1:
         await conn.execute(_INSERT, *rows[0])
     else:
         await conn.execute(_INSERT_MANY, *(list(column) for column in zip(*rows, strict=True)))
+
+
+_PUBLISH_AGAIN = "UPDATE outbox SET published_at = NULL WHERE id = $1"
+
+
+async def publish_again(conn: asyncpg.Connection, message_id: Any) -> bool:
+    """Mark a written event unsent, so the relay publishes it again with its id (an operator's resend); False
+    if retention already removed its row. The NOTIFY wakes the relay as an insert would."""
+    status = await conn.execute(_PUBLISH_AGAIN, message_id)
+    if status == "UPDATE 0":
+        return False
+    await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
+    return True

@@ -98,6 +98,8 @@ def create_service_app(
     app.add_middleware(ConcurrencyLimit, limit=settings.http_max_concurrent_requests, retry_after_s=RETRY_AFTER_S)
     app.add_middleware(HttpMetricsMiddleware)
     if tracing_on:
+        # Inside the instrumentation's server span, outside everything else: an unsampled request does no span work.
+        app.add_middleware(SampledOnly)
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
         # No "http receive"/"http send" child spans: two spans per request that say nothing about the saga.
@@ -184,6 +186,18 @@ def health_router(service: str) -> APIRouter:
         return Response(encoder(REGISTRY), media_type=content_type)
 
     return router
+
+
+class SampledOnly:
+    """A request whose trace is not sampled runs with the instrumentations off (no database spans made only to
+    be dropped); the sampling was decided once, by the server span of the request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        with tracing.sampled_only():
+            await self.app(scope, receive, send)
 
 
 class TraceparentResponseHeader:

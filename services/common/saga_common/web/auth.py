@@ -51,10 +51,11 @@ log = logging.getLogger(__name__)
 ORDERS_WRITE = "orders:write"
 ORDERS_READ = "orders:read"
 ORDERS_CANCEL = "orders:cancel"
+ORDERS_OPERATE = "orders:operate"  # an operator's actions on one saga: expire it, resend its last event
 CUSTOMERS_WRITE = "customers:write"
 CUSTOMERS_READ = "customers:read"
 CUSTOMERS_ALL = "customers:all"  # back office: acts for every customer (no customer claim)
-SCOPES = (ORDERS_WRITE, ORDERS_READ, ORDERS_CANCEL, CUSTOMERS_WRITE, CUSTOMERS_READ, CUSTOMERS_ALL)
+SCOPES = (ORDERS_WRITE, ORDERS_READ, ORDERS_CANCEL, ORDERS_OPERATE, CUSTOMERS_WRITE, CUSTOMERS_READ, CUSTOMERS_ALL)
 READ_SCOPES = frozenset({ORDERS_READ, CUSTOMERS_READ})
 
 REALM = "saga"
@@ -454,6 +455,7 @@ def requires(*scopes: str) -> Any:
 OrdersWriter = requires(ORDERS_WRITE)
 OrdersReader = requires(ORDERS_READ)
 OrdersCanceller = requires(ORDERS_CANCEL)
+OrdersOperator = requires(ORDERS_OPERATE)
 CustomersWriter = requires(CUSTOMERS_WRITE)
 CustomersReader = requires(CUSTOMERS_READ)
 
