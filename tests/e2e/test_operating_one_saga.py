@@ -11,21 +11,13 @@ from decimal import Decimal
 import asyncpg
 
 from saga_dev.localstack import SagaEnvironment
-from tests.e2e.test_operations import Saga
 from tests.support.broker import broker_tool
+from tests.support.processes import Saga, sql
 from tests.support.saga_client import SagaClient, money_of
 from tests.support.sagactl import sagactl, sagactl_json
 from tests.support.waiting import eventually
 
 CUSTOMER_QUEUE = "customer-service.events"
-
-
-async def sql(database_url: str, query: str, *args):
-    conn = await asyncpg.connect(database_url)
-    try:
-        return await conn.fetch(query, *args)
-    finally:
-        await conn.close()
 
 
 async def balance(env: SagaEnvironment, customer: int) -> Decimal:

@@ -13,40 +13,10 @@ import pytest
 
 from saga_dev.localstack import SagaEnvironment, ServiceProcess
 from tests.support.broker import broker_tool
-from tests.support.saga_client import TERMINAL, SagaClient, money_of
+from tests.support.processes import Saga, sql
+from tests.support.saga_client import TERMINAL, money_of
 from tests.support.sagactl import sagactl, sagactl_json
 from tests.support.waiting import eventually
-
-
-async def sql(database_url: str, query: str, *args):
-    conn = await asyncpg.connect(database_url)
-    try:
-        return await conn.fetch(query, *args)
-    finally:
-        await conn.close()
-
-
-class Saga:
-    """Both services as processes in a test's own environment, with per-test settings."""
-
-    def __init__(self, env: SagaEnvironment, order_env: dict | None = None, customer_env: dict | None = None):
-        self.env = env
-        self.customer = ServiceProcess(
-            "customer_service", env.databases.customer_url, env.broker_url, extra_env=customer_env or {}
-        )
-        self.order = ServiceProcess("order_service", env.databases.order_url, env.broker_url, extra_env=order_env or {})
-
-    async def __aenter__(self) -> tuple[Saga, SagaClient]:
-        await asyncio.to_thread(self.customer.start)
-        await asyncio.to_thread(self.order.start)
-        self._http = httpx.AsyncClient(timeout=40)
-        return self, SagaClient(self.order.base_url, self.customer.base_url, self._http)
-
-    async def __aexit__(self, *exc) -> None:
-        await self._http.aclose()
-        self.order.stop()
-        self.customer.stop()
-
 
 # --- GET /orders/{id}?wait= ----------------------------------------------------------------------------
 

@@ -11,12 +11,11 @@ from __future__ import annotations
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 
 from saga_dev.docker_engine import DOCKER, DockerEngine
-from tests.images.stack import IMAGE_TAG, OUR_IMAGES, ChartOnDocker, new_stack
+from tests.images.stack import IMAGE_TAG, OUR_IMAGES, BuiltImages, ChartOnDocker, new_stack
 from tests.support.chart import ROOT, Rendered
 from tests.support.kubelet import Kubelet
 from tests.support.otlp import OtlpReceiver
@@ -24,16 +23,6 @@ from tests.support.otlp import OtlpReceiver
 
 def say(line: str) -> None:
     print(f"[images] {line}", flush=True)
-
-
-@dataclass
-class BuiltImages:
-    engine: DockerEngine
-    python_image: str
-    seconds: float
-
-    def size_mb(self, image: str) -> float:
-        return int(self.engine.docker("image", "inspect", "--format", "{{.Size}}", image).strip()) / 1e6
 
 
 @pytest.fixture(scope="session")

@@ -26,6 +26,7 @@ from typing import Any
 import asyncpg
 from cryptography.hazmat.primitives import serialization
 
+from saga_dev.docker_engine import DockerEngine
 from saga_dev.localstack import POSTGRES_URL, free_port, rabbitmqctl, unique_name
 from saga_tools import tokens
 from tests.support.chart import Rendered, Workload, render
@@ -49,6 +50,18 @@ def test_values(prefix: str, otlp_endpoint: str) -> dict[str, Any]:
         "jaeger": {"enabled": False},
         "tracing": {"otlpEndpoint": otlp_endpoint},
     }
+
+
+@dataclass
+class BuiltImages:
+    """Both images as `make images` built them on the project's engine, and how long that took."""
+
+    engine: DockerEngine
+    python_image: str
+    seconds: float
+
+    def size_mb(self, image: str) -> float:
+        return int(self.engine.docker("image", "inspect", "--format", "{{.Size}}", image).strip()) / 1e6
 
 
 @dataclass

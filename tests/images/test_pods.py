@@ -14,8 +14,7 @@ import time
 import httpx
 import pytest
 
-from tests.images.conftest import BuiltImages
-from tests.images.stack import IMAGE_TAG, ChartOnDocker
+from tests.images.stack import IMAGE_TAG, BuiltImages, ChartOnDocker
 from tests.support.otlp import OtlpReceiver
 from tests.support.waiting import wait_until
 

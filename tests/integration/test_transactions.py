@@ -16,7 +16,7 @@ from order_service.settings import OrderSettings
 from saga_common.contract.messages import OrderCreated
 from saga_common.persistence.db import Database, create_pool
 from saga_common.web.app import DATABASE_UNAVAILABLE
-from tests.integration.test_consumer import wait_for
+from tests.support.customer_db import wait_for
 from tests.support.tcp_proxy import TcpProxy
 
 INSERT = "INSERT INTO outbox (id, routing_key, order_id, payload) VALUES ($1, 'order.created', 1, '{}')"

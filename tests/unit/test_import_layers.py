@@ -81,3 +81,19 @@ def test_the_check_sees_the_layers():
     """The graph is not empty by mistake: the unit of work is imported by the outbox writer, and so on."""
     assert "saga_common.persistence.unit_of_work" in GRAPH["saga_common.persistence.outbox"]
     assert "saga_common.persistence.db" in GRAPH["saga_common.messaging.relay"]
+
+
+TESTS = SERVICES.parent / "tests"
+
+
+def test_tests_import_support_only_never_a_test_module_or_a_conftest():
+    """Shared test code lives in tests/support (or a tier's own helper module); a test module importing another,
+    or a conftest, couples two tiers' fixtures and collects tests twice."""
+    wrong = []
+    for path in TESTS.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("tests."):
+                last = node.module.rsplit(".", 1)[-1]
+                if last.startswith("test_") or last == "conftest":
+                    wrong.append(f"{path.relative_to(TESTS)} imports {node.module}")
+    assert not wrong, wrong

@@ -18,6 +18,7 @@ from order_service import orders, saga
 from order_service.models import TERMINAL_STATUSES, OrderStatus
 from order_service.orders import OrderRow
 from order_service.schemas import OrderCreate, OrderOut
+from order_service.settings import OrderSettings
 from order_service.timeline import SagaTimeline, timeline_of
 from order_service.waiters import MAX_WAIT_S, OutcomeWaiters
 from saga_common.observability import tracing
@@ -64,6 +65,17 @@ def preferred_wait(prefer: str | None) -> int | None:
     return None
 
 
+# What `order_service.main` built the app with, read typed.
+def _waiters(request: Request) -> OutcomeWaiters:
+    waiters: OutcomeWaiters = request.app.state.waiters
+    return waiters
+
+
+def _deadline(request: Request) -> timedelta:
+    settings: OrderSettings = request.app.state.settings
+    return timedelta(seconds=settings.deadline_s)
+
+
 def _not_found(order_id: int) -> HTTPException:
     return HTTPException(status.HTTP_404_NOT_FOUND, f"order {order_id} not found")
 
@@ -95,7 +107,7 @@ async def create_order(
             idempotency_key=idempotency_key,
             fingerprint=fingerprint,
             trace_parent=tracing.current_traceparent(),
-            deadline=timedelta(seconds=request.app.state.settings.deadline_s),
+            deadline=_deadline(request),
             actor=principal.subject,
         )
     if replayed:
@@ -110,7 +122,7 @@ async def create_order(
     wait = preferred_wait(prefer)
     if wait is not None:
         # One request per saga for clients that want the outcome: the answer a `GET ?wait=` would give.
-        row = await _outcome_within(db, request.app.state.waiters, row.id, principal, wait)
+        row = await _outcome_within(db, _waiters(request), row.id, principal, wait)
         response.headers["Preference-Applied"] = f"wait={wait}"
     return orders.to_resource(row)
 
@@ -139,7 +151,7 @@ async def get_order(
     if wait is None:
         row = await _read(db, order_id, principal)
     else:
-        row = await _outcome_within(db, request.app.state.waiters, order_id, principal, wait)
+        row = await _outcome_within(db, _waiters(request), order_id, principal, wait)
     return orders.to_resource(row)
 
 
@@ -253,7 +265,7 @@ async def expire_order(order_id: OrderId, db: DatabaseDep, principal: OrdersOper
     responses={404: {"model": Problem}, 409: {"model": Problem, "description": "The saga is over"}},
 )
 async def resend_event(order_id: OrderId, db: DatabaseDep, request: Request, principal: OrdersOperator) -> Resent:
-    deadline = timedelta(seconds=request.app.state.settings.deadline_s)
+    deadline = _deadline(request)
     async with _operator_action(order_id):
         async with db.unit_of_work() as uow:
             message_id = await saga.resend(

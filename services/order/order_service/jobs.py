@@ -24,8 +24,8 @@ async def expire_overdue_orders(runtime: ServiceRuntime, deadline_s: float) -> l
         return await saga.expire_overdue(uow, deadline_s)
 
 
-async def refresh_saga_gauges(runtime: ServiceRuntime) -> None:
-    metrics.SAGA_DEADLINE.set(runtime.settings.deadline_s)  # type: ignore[attr-defined]
+async def refresh_saga_gauges(runtime: ServiceRuntime, deadline_s: float) -> None:
+    metrics.SAGA_DEADLINE.set(deadline_s)
     async with runtime.db.connection() as conn:
         count, oldest = await conn.fetchrow(_IN_PROGRESS)
     metrics.SAGAS_IN_PROGRESS.set(count)
@@ -36,7 +36,10 @@ def order_jobs(settings: OrderSettings) -> list[PeriodicJob]:
     async def sweep(runtime: ServiceRuntime) -> None:
         await expire_overdue_orders(runtime, settings.deadline_s)
 
+    async def gauges(runtime: ServiceRuntime) -> None:
+        await refresh_saga_gauges(runtime, settings.deadline_s)
+
     return [
         PeriodicJob("deadline-sweeper", settings.deadline_sweep_interval_s, sweep),
-        PeriodicJob("saga-gauges", 5.0, refresh_saga_gauges),
+        PeriodicJob("saga-gauges", 5.0, gauges),
     ]

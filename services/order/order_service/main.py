@@ -37,6 +37,6 @@ def create_app(settings: OrderSettings | None = None) -> FastAPI:
         description="Takes orders and drives their saga: order.created out; order.fulfilled, order.rejected "
         "and credit.released in.",
         routers=[router],
+        extra_state={"waiters": waiters},
     )
-    app.state.waiters = waiters
     return app

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
@@ -48,7 +48,10 @@ def create_service_app(
     description: str,
     routers: list[APIRouter],
     runtime_factory: Callable[[ServiceSettings, ServiceSpec], ServiceRuntime] | None = None,
+    extra_state: Mapping[str, object] | None = None,
 ) -> FastAPI:
+    """The service's FastAPI app. `extra_state`: what the service's own routes read from `app.state` (set here,
+    with the settings and the authenticator; the runtime joins them when the app starts)."""
     settings.check_broker_secrets()
     settings.check_authentication()
     configure_logging(spec.name, settings.log_level, settings.log_format)
@@ -87,6 +90,8 @@ def create_service_app(
         app.add_exception_handler(unavailable, _database_unavailable)
     app.state.settings = settings
     app.state.authenticator = Authenticator(settings)
+    for name, value in (extra_state or {}).items():
+        setattr(app.state, name, value)
     app.include_router(health_router(spec.name))
     for router in routers:
         app.include_router(router)
@@ -224,7 +229,8 @@ class TraceparentResponseHeader:
 
 # Async on purpose: FastAPI runs a plain `def` dependency in a worker thread, a thread hop per request.
 async def get_database(request: Request) -> Database:
-    return request.app.state.runtime.db  # type: ignore[no-any-return]
+    runtime: ServiceRuntime = request.app.state.runtime
+    return runtime.db
 
 
 DatabaseDep = Annotated[Database, Depends(get_database)]
