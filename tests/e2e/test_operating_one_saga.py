@@ -227,9 +227,15 @@ async def test_the_api_lists_orders_created_in_a_window(saga_env):
             await client.http.get(f"{client.order_url}/orders", params={"created_before": after["created_at"]})
         ).json()
         naive = await client.http.get(f"{client.order_url}/orders", params={"created_before": "2026-01-01T00:00:00"})
+        numbers = [
+            await client.http.get(f"{client.order_url}/orders", params={"created_after": number})
+            for number in ("0.5", "1700000000")
+        ]
     assert [o["id"] for o in listed] == [after["id"]]
     assert after["id"] not in [o["id"] for o in older] and before["id"] in [o["id"] for o in older]
     assert naive.status_code == 422, "an instant without a time zone is ambiguous"
+    assert [answer.status_code for answer in numbers] == [422, 422], "the schema says date-time, not Unix seconds"
+    assert "date-time" in numbers[0].json()["detail"][0]["msg"]
 
 
 # --- idempotency keys per customer -------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Response, status
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 
 from order_service import orders, saga
 from order_service.models import TERMINAL_STATUSES, OrderStatus
@@ -25,7 +25,7 @@ from saga_common.observability import tracing
 from saga_common.persistence.db import Database
 from saga_common.web.app import DatabaseDep, Problem
 from saga_common.web.auth import OrdersCanceller, OrdersOperator, OrdersReader, OrdersWriter, Principal
-from saga_common.web.strings import Text
+from saga_common.web.strings import Instant, Text
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["orders"])
@@ -199,10 +199,8 @@ async def list_orders(
     order_status: Annotated[OrderStatus | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 20,
     before_id: Annotated[int | None, Query(gt=0, le=2**63 - 1, description="Page on: ids below this one")] = None,
-    created_before: Annotated[
-        AwareDatetime | None, Query(description="Only orders created before this instant")
-    ] = None,
-    created_after: Annotated[AwareDatetime | None, Query(description="Only orders created after this instant")] = None,
+    created_before: Annotated[Instant | None, Query(description="Only orders created before this instant")] = None,
+    created_after: Annotated[Instant | None, Query(description="Only orders created after this instant")] = None,
 ) -> list[OrderOut]:
     if principal.customer_filter is not None:
         if customer_id not in (None, principal.customer_filter):

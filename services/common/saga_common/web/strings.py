@@ -1,12 +1,14 @@
 """Text that PostgreSQL and a UTF-8 answer can carry: a string input with a NUL character (PostgreSQL refuses
 U+0000 in text) or a lone surrogate (JSON's "\\ud800" escape decodes to one; it has no UTF-8 encoding) is a 422
-naming the field, not a 500 from the database driver or the response encoder."""
+naming the field, not a 500 from the database driver or the response encoder. An instant is written as the
+OpenAPI document says (a date-time), not as the number of seconds pydantic would also accept."""
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator
 
 
 def check_text(value: str) -> str:
@@ -22,6 +24,18 @@ def check_text(value: str) -> str:
 
 
 Text = Annotated[str, AfterValidator(check_text)]
+
+_DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
+
+
+def check_date_time(value: Any) -> Any:
+    if isinstance(value, str) and not _DATE_TIME.match(value):
+        raise ValueError("must be an RFC 3339 date-time with its offset, e.g. 2026-12-04T10:00:00Z")
+    return value
+
+
+# An instant with its offset, e.g. `2026-12-04T10:00:00Z`; `0.5` (a Unix time to pydantic) is a 422 too.
+Instant = Annotated[AwareDatetime, BeforeValidator(check_date_time)]
 
 
 def encodable(value: Any) -> Any:
