@@ -2,7 +2,8 @@
 # The part of the official image's docker-entrypoint.sh that docker/compose.yaml and the chart rely on: an empty
 # PGDATA is initialised with POSTGRES_USER (default postgres) and POSTGRES_PASSWORD, connections from the network
 # are authenticated with POSTGRES_HOST_AUTH_METHOD (default scram-sha-256, which then needs a password),
-# POSTGRES_DB (default: the user's name) is created, then the server runs in the foreground as the postgres user.
+# POSTGRES_DB (default: the user's name) is created, the scripts in /docker-entrypoint-initdb.d run (*.sh: run if
+# executable, else sourced; *.sql: psql), then the server runs in the foreground as the postgres user.
 # Started as root (compose) it owns the directories to postgres and drops to it; started as postgres (the
 # chart's pod, uid 999, read-only root) it changes nothing outside PGDATA.
 # One addition for a shared host network: POSTGRES_LISTEN_ADDRESSES (default *), the addresses to bind.
@@ -39,6 +40,19 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
     if [ "$database" != postgres ]; then
         run psql --username="$user" --dbname=postgres --quiet --command="CREATE DATABASE \"$database\""
     fi
+    # The chart's create-owner.sh lives here: the database's owner, no superuser (as the official image does it).
+    for script in /docker-entrypoint-initdb.d/*; do
+        case "$script" in
+            *.sh)
+                echo "running $script"
+                if [ -x "$script" ]; then run "$script"; else (. "$script"); fi
+                ;;
+            *.sql)
+                echo "running $script"
+                run psql -v ON_ERROR_STOP=1 --username="$user" --dbname="$database" --quiet --file="$script"
+                ;;
+        esac
+    done
     run pg_ctl --pgdata="$PGDATA" --mode=fast --wait stop >/dev/null
     echo "PostgreSQL initialised in $PGDATA (user $user, database $database, host auth $method)"
 fi
