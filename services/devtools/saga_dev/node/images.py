@@ -168,19 +168,20 @@ def standin_images(engine: DockerEngine, log: Callable[[str], None]) -> list[Arc
     archives = []
     for name, ref in STANDINS.items():
         context = REPO / "docker" / "standins" / name
-        if not engine.has_image(ref):
-            started = time.monotonic()
-            engine.docker(
-                "build",
-                "--network=host",
-                "--build-arg",
-                f"DEBIAN_IMAGE={LOCAL_DEBIAN_IMAGE}",
-                "--tag",
-                ref,
-                str(context),
-                timeout=900,
-            )
-            log(f"{ref} built in {time.monotonic() - started:.0f} s")
+        # Built every time, as the service images are: Docker's cache makes an unchanged stand-in a matter of
+        # seconds, and a changed one (its entrypoint, say) must not be served from an older build of the tag.
+        started = time.monotonic()
+        engine.docker(
+            "build",
+            "--network=host",
+            "--build-arg",
+            f"DEBIAN_IMAGE={LOCAL_DEBIAN_IMAGE}",
+            "--tag",
+            ref,
+            str(context),
+            timeout=900,
+        )
+        log(f"{ref} built in {time.monotonic() - started:.0f} s")
         image_id = engine.docker("image", "inspect", "--format", "{{.Id}}", ref).strip()
         archives.append(Archive(ref, _saved(engine, ref, _digest(image_id.encode()))))
     return archives
