@@ -9,12 +9,15 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+from order_service import saga
+from order_service.schemas import OrderCreate
 from saga_common.contract.messages import Amount, OrderCreated, OrderCreatedV2
 from saga_common.contract.topology import CUSTOMER_SERVICE, ORDER_SERVICE
 from saga_common.messaging.consumer import ATTEMPT_HEADER, CATEGORY_HEADER, HELD_SINCE_HEADER, REASON_HEADER
 from saga_common.observability import metrics
 from tests.support.broker import broker_tool, default_topology
 from tests.support.customer_db import new_customer, reservations_for, wait_for
+from tests.support.waiting import eventually
 
 DEAD_LETTER = "customer-service.dead-letter"
 CORPUS = Path(__file__).resolve().parents[1] / "unit" / "data" / "contract-v1"
@@ -117,3 +120,48 @@ async def test_recorded_v1_bodies_of_release_n_still_apply(saga_env, runtimes):
 async def broker_dead_letters(saga_env) -> int:
     async with broker_tool(saga_env.broker_url) as broker:
         return await broker.queue_depth(DEAD_LETTER)
+
+
+async def test_recorded_v1_answers_of_release_n_still_apply_on_the_order_side(saga_env, runtimes):
+    """order.fulfilled, order.rejected and credit.released as release N's customer service wrote them, applied by
+    this release's order service: each saga ends where the answer says, nothing dead-lettered."""
+    fulfilled = json.loads((CORPUS / "order.fulfilled.json").read_bytes())
+    async with broker_tool(saga_env.broker_url) as broker, runtimes(ORDER_SERVICE) as order:
+
+        async def place() -> int:
+            body = OrderCreate(customer_id=7, product_id=1, quantity=1, total_price=Decimal(fulfilled["amount"]))
+            async with order.db.unit_of_work() as uow:
+                row, _ = await saga.create(
+                    uow,
+                    body,
+                    idempotency_key=None,
+                    fingerprint="f" * 64,
+                    trace_parent=None,
+                    deadline=timedelta(minutes=5),
+                    actor="test",
+                )
+            return row.id
+
+        async def reaches(order_id: int, status: str) -> None:
+            async def there() -> bool:
+                async with order.db.connection() as conn:
+                    return await conn.fetchval("SELECT status FROM orders WHERE id = $1", order_id) == status
+
+            await eventually(there, timeout=10, what=f"order {order_id} {status}")
+
+        paid, refused, withdrawn = await place(), await place(), await place()
+        for order_id in (paid, withdrawn):
+            await broker.publish_raw(recorded("order.fulfilled", order_id=order_id, customer_id=7), "order.fulfilled")
+        await broker.publish_raw(recorded("order.rejected", order_id=refused, customer_id=7), "order.rejected")
+        await reaches(paid, "fulfilled")
+        await reaches(refused, "rejected")
+        await reaches(withdrawn, "fulfilled")
+        async with order.db.unit_of_work() as uow:
+            await saga.cancel(uow, withdrawn, may_act_for=lambda _: True, actor="test")
+        await broker.publish_raw(recorded("credit.released", order_id=withdrawn, customer_id=7), "credit.released")
+        await reaches(withdrawn, "cancelled")
+        async with order.db.connection() as conn:
+            reason = await conn.fetchval("SELECT rejection_reason FROM orders WHERE id = $1", refused)
+        dead = await broker.queue_depth("order-service.dead-letter")
+    assert reason == "insufficient_balance"
+    assert dead == 0
