@@ -173,10 +173,12 @@ def test_the_settings_built_from_the_rendered_environment_are_valid(
         nodes = int(rabbitmq["spec"]["replicas"])
         assert len(settings.broker_urls) == nodes, "one URL per RabbitMQ node, to fail over between them"
         headless = rabbitmq["spec"]["serviceName"]
+        # With tls.enabled AMQPS only (tests/chart/test_tls.py).
+        scheme, port = ("amqps", 5671) if rendered.values.get("tls", {}).get("enabled") else ("amqp", 5672)
         for ordinal, url in enumerate(settings.broker_urls):
             parts = urlsplit(url)
             assert parts.hostname == f"{rabbitmq['metadata']['name']}-{ordinal}.{headless}.{namespace}.svc.{domain}"
-            assert parts.port == 5672 and parts.username == service
+            assert (parts.scheme, parts.port) == (scheme, port) and parts.username == service
             assert re.fullmatch(r"[A-Za-z0-9]{32}", parts.password or ""), "generated, URL-safe passwords"
 
 

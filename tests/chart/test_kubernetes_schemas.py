@@ -13,7 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.support.chart import ALL_VARIANTS, KUBE_VERSION, PLAIN_MANIFESTS, ROOT, rendered_variant
+from tests.support.chart import ALL_VARIANTS, KUBE_VERSION, PLAIN_MANIFESTS, ROOT, render, rendered_variant
 
 KIND_CONFIG = ROOT / "k8s" / "kind-config.yaml"
 
@@ -41,6 +41,27 @@ def test_kind_nodes_run_an_image_pinned_by_digest_and_newer_than_the_oldest_supp
 def test_every_object_is_valid(variant: str, kube_version: str) -> None:
     errors = []
     for obj in rendered_variant(variant).objects:
+        try:
+            kubernetes_validate.validate(obj, kube_version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            errors.append(f"{obj['kind']}/{obj['metadata']['name']}: {exc.message} at {list(exc.path)}")
+    assert not errors, "\n".join(errors)
+
+
+# TLS on (tests/chart/test_tls.py): generated certificates, and a Secret of cert-manager's.
+TLS_VALUES = {
+    "tls": {"tls": {"enabled": True}},
+    "tls-existing-secret": {"tls": {"enabled": True, "existingSecret": "saga-tls-from-cert-manager"}},
+}
+
+
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
+@pytest.mark.parametrize("values", TLS_VALUES)
+def test_every_object_is_valid_with_tls_on(values: str, kube_version: str) -> None:
+    rendered = render(TLS_VALUES[values])
+    assert rendered.find("ConfigMap", "saga-postgresql-hba"), "the TLS objects are among those validated"
+    errors = []
+    for obj in rendered.objects:
         try:
             kubernetes_validate.validate(obj, kube_version, strict=True)
         except kubernetes_validate.ValidationError as exc:

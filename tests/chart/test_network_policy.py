@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.chart import Rendered, rendered_variant
+from tests.support.chart import Rendered, render, rendered_variant
 
 
 @dataclass(frozen=True)
@@ -199,11 +199,17 @@ def test_a_switched_off_cronjob_gets_no_path(variant: str, enabled: set[str]) ->
         assert allowed(rendered, peers[f"{key}-migrate"], peers[f"{key}-db"], 5432)
 
 
-def test_the_broker_is_reachable_only_from_the_two_services(net: Any) -> None:
+@pytest.mark.parametrize(("tls", "port", "closed"), [(False, 5672, 5671), (True, 5671, 5672)], ids=["amqp", "amqps"])
+def test_the_broker_is_reachable_only_from_the_two_services(net: Any, tls: bool, port: int, closed: int) -> None:
+    """On AMQP's port, or with tls.enabled on AMQPS's (5671), and then on AMQP's no more."""
+    if tls:
+        rendered = render({"tls": {"enabled": True}})
+        net = (rendered, pods(rendered))
     for source in EVERYONE:
         if source == "rabbitmq":
             continue
-        assert reach(net, source, "rabbitmq", 5672) == (source in {"order-service", "customer-service"}), source
+        assert reach(net, source, "rabbitmq", port) == (source in {"order-service", "customer-service"}), source
+        assert not reach(net, source, "rabbitmq", closed), source
     assert reach(net, "rabbitmq", "rabbitmq", 25672), "the nodes talk to each other"
     assert reach(net, "prometheus", "rabbitmq", 15692)
     assert not reach(net, "order-service", "rabbitmq", 15672), "not the management API"

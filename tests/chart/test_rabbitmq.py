@@ -95,11 +95,12 @@ def _schema_keys() -> list[re.Pattern[str]]:
     return patterns
 
 
-def test_every_rabbitmq_conf_key_is_known_to_rabbitmq() -> None:
+@pytest.mark.parametrize("tls", [False, True], ids=["amqp", "amqps"])
+def test_every_rabbitmq_conf_key_is_known_to_rabbitmq(tls: bool) -> None:
     if not list(RABBITMQ_LIB.glob("rabbitmq_server-*")):
         pytest.fail(f"RabbitMQ's configuration schemas are not in {RABBITMQ_LIB}: {fix_for('rabbitmq-server')}")
     patterns = _schema_keys()
-    _, data, _ = rabbitmq(rendered_variant("defaults"))
+    _, data, _ = rabbitmq(render({"tls": {"enabled": True}}) if tls else rendered_variant("defaults"))
     lines = [line for line in data["rabbitmq.conf"].splitlines() if "=" in line and not line.startswith("#")]
     keys = [line.split("=", 1)[0].strip() for line in lines]
     assert len(keys) > 10

@@ -267,6 +267,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
         # No operations CronJobs at all.
         "cronJobDefaults": {"enabled": False},
     },
+    # TLS on every hop to PostgreSQL and RabbitMQ, with the certificates the chart generates.
+    "tls": {"tls": {"enabled": True}},
 }
 # Another release name, namespace and cluster domain: nothing may assume "saga".
 OTHER_RELEASE = {"name": "shop", "namespace": "prod"}

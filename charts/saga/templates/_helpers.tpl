@@ -204,7 +204,12 @@ dict "root" $ "username" "order-service" "password" "..."
 {{- /* "/" is the default vhost: an empty path names it. */}}
 {{- $vhost := eq $root.Values.rabbitmq.vhost "/" | ternary "" $root.Values.rabbitmq.vhost }}
 {{- range $ordinal := until (int $root.Values.rabbitmq.replicas) }}
+{{- if $root.Values.tls.enabled }}
+{{- /* AMQPS only (the nodes have no plain listener then); aio-pika verifies the chain and the host name. */}}
+{{- $urls = append $urls (printf "amqps://%s:%s@%s-%d.%s:5671/%s?cafile=%s" $.username $.password $statefulSet $ordinal $domain $vhost (include "saga.tls.caFile" $root)) }}
+{{- else }}
 {{- $urls = append $urls (printf "amqp://%s:%s@%s-%d.%s:5672/%s" $.username $.password $statefulSet $ordinal $domain $vhost) }}
+{{- end }}
 {{- end }}
 {{- join "," $urls }}
 {{- end }}
@@ -221,6 +226,10 @@ dict "root" $ "username" "order-service" "password" "..."
 {{/* DATABASE_URL of a service: dict "root" $ "svc" $svc "password" "..." */}}
 {{- define "saga.databaseUrl" -}}
 {{- printf "postgresql://%s:%s@%s:5432/%s" .username .password (include "saga.host" (dict "root" .root "component" .svc.dbComponent)) .svc.database.name }}
+{{- if .root.Values.tls.enabled }}
+{{- /* verify-full: the certificate must chain to the CA and name the host (verify-ca or require would not). */}}
+{{- printf "?sslmode=verify-full&sslrootcert=%s" (include "saga.tls.caFile" .root) }}
+{{- end }}
 {{- end }}
 
 {{/* The role a service connects to its database as (the owner runs the migrations): $svc | include ... */}}
@@ -261,6 +270,9 @@ pod and `make token` read it, no service does. */}}
 {{- end }}
 {{- if and .Values.grafana.enabled (not .Values.prometheus.enabled) }}
 {{- fail "grafana.enabled=true needs prometheus.enabled=true: every dashboard queries the Prometheus data source" }}
+{{- end }}
+{{- if and .Values.tls.existingSecret (not .Values.tls.enabled) }}
+{{- fail "tls.existingSecret is used only with tls.enabled=true: set both, or neither" }}
 {{- end }}
 {{- if eq (mod (int .Values.rabbitmq.replicas) 2) 0 }}
 {{- fail (printf "rabbitmq.replicas=%d: use an odd number (1, 3, 5, ...) so that quorum queues can keep a majority" (int .Values.rabbitmq.replicas)) }}

@@ -55,7 +55,19 @@ rabbitmq.conf: |
   cluster_partition_handling = pause_minority
   definitions.import_backend = local_filesystem
   definitions.local.path = /var/run/rabbitmq-definitions/definitions.json
+  {{- if .Values.tls.enabled }}
+  # TLS: AMQPS on 5671 and no plain AMQP listener, so nothing the services send crosses the network in clear.
+  # Server-only TLS: the clients verify the node's certificate against ca.crt and log in with their passwords.
+  listeners.tcp = none
+  listeners.ssl.default = 5671
+  ssl_options.cacertfile = {{ include "saga.tls.serverDir" . }}/ca.crt
+  ssl_options.certfile = {{ include "saga.tls.serverDir" . }}/tls.crt
+  ssl_options.keyfile = {{ include "saga.tls.serverDir" . }}/tls.key
+  ssl_options.verify = verify_none
+  ssl_options.fail_if_no_peer_cert = false
+  {{- else }}
   listeners.tcp.default = 5672
+  {{- end }}
   management.tcp.port = 15672
   prometheus.tcp.port = 15692
   # The node's RAM is not what the container may use: the watermark is a fraction of the container's limit.

@@ -25,6 +25,9 @@
   volumeMounts:
     - name: tmp
       mountPath: /tmp
+    {{- if .root.Values.tls.enabled }}
+    {{- include "saga.tls.caMount" .root | nindent 4 }}
+    {{- end }}
 {{- end }}
 
 {{/*
