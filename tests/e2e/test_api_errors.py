@@ -4,27 +4,25 @@ to retry (not a 500), and JSON numbers that are not finite are a 422 naming the 
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 
 import asyncpg
 import httpx
 
 from saga_dev.localstack import SagaEnvironment, ServiceProcess, unique_name
+from tests.support.waiting import TimedOut, eventually
 
 ORDER = {"customer_id": 1, "product_id": 1, "quantity": 1, "total_price": "1.00"}
 
 
 async def wait_until_alive(http: httpx.AsyncClient, service: ServiceProcess) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if (await http.get(f"{service.base_url}/healthz")).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{service.module} did not start: {service.log_text()[-2000:]}")
+    async def alive() -> bool:
+        return (await http.get(f"{service.base_url}/healthz")).status_code == 200
+
+    try:
+        await eventually(alive, timeout=30, interval=0.1, ignoring=(httpx.HTTPError,), what=f"{service.module} alive")
+    except TimedOut as exc:
+        raise AssertionError(f"{exc}\n{service.log_text()[-2000:]}") from None
 
 
 async def test_a_database_server_that_is_full_is_a_503_to_retry_not_a_500(saga_env: SagaEnvironment):
@@ -54,12 +52,13 @@ async def test_a_database_server_that_is_full_is_a_503_to_retry_not_a_500(saga_e
                 await connection.close()
             held = []
             # What a client told to retry does: the same request, with the same Idempotency-Key.
-            deadline = time.monotonic() + 20
-            while True:
-                retried = await http.post(f"{order.base_url}/orders/", json=ORDER, headers={"Idempotency-Key": "full"})
-                if retried.status_code != 503 or time.monotonic() > deadline:
-                    break
-                await asyncio.sleep(0.2)
+            retried = await eventually(
+                lambda: http.post(f"{order.base_url}/orders/", json=ORDER, headers={"Idempotency-Key": "full"}),
+                until=lambda answer: answer.status_code != 503,
+                timeout=20,
+                interval=0.2,
+                what="the retried request answered once the server has room",
+            )
     finally:
         for connection in held:
             await connection.close()

@@ -336,10 +336,12 @@ async def test_the_saga_runs_with_the_least_privileged_users(broker):
             done = (await http.get(f"{order.base_url}/orders/{order_id}?wait=20")).json()
             assert done["status"] == "fulfilled", done
             assert (await http.post(f"{order.base_url}/orders/{order_id}/cancel")).status_code == 202
-            for _ in range(100):
-                if (await http.get(f"{order.base_url}/orders/{order_id}")).json()["status"] == "cancelled":
-                    break
-                await asyncio.sleep(0.1)
+            await eventually(
+                lambda: http.get(f"{order.base_url}/orders/{order_id}"),
+                until=lambda answer: answer.json()["status"] == "cancelled",
+                interval=0.1,
+                what="the cancelled order compensated",
+            )
             balance = (await http.get(f"{customer.base_url}/customers/{customer_id}")).json()["balance"]
             assert Decimal(balance) == Decimal("100.00")
 
@@ -352,11 +354,12 @@ async def test_the_saga_runs_with_the_least_privileged_users(broker):
                 await exchange.publish(aio_pika.Message(b"not json", message_id=uuid.uuid4().hex), "order.created")
             finally:
                 await admin.close()
-            for _ in range(100):
-                if await broker.depth(f"{CUSTOMER_SERVICE}.dead-letter") == 1:
-                    break
-                await asyncio.sleep(0.1)
-            assert await broker.depth(f"{CUSTOMER_SERVICE}.dead-letter") == 1
+            await eventually(
+                lambda: broker.depth(f"{CUSTOMER_SERVICE}.dead-letter"),
+                until=lambda depth: depth == 1,
+                interval=0.1,
+                what="the unreadable message dead-lettered",
+            )
 
             # The CC/BCC bypass: the customer service's user publishes a routing key it owns with a CC (or BCC)
             # header naming order.created. A fixed broker refuses it; one without the fix (RabbitMQ 3.x, early

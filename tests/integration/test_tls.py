@@ -14,7 +14,6 @@ import ssl
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from saga_dev.postgres_server import SUPERUSER, PrivatePostgres
 from saga_dev.probes import free_port, port_open
 from saga_dev.rabbitmq_node import RabbitNode, short_hostname
 from saga_dev.tls import Authority
+from tests.support.waiting import TimedOut, eventually, wait_until
 
 
 @dataclass
@@ -98,10 +98,10 @@ def tls_servers() -> Iterator[TlsServers]:
         node.prepare()  # hands the node's folder, the certificates included, to the rabbitmq user
         node.launch()
         node.wait_listening()
-        deadline = time.monotonic() + 30
-        while not port_open(amqps_port) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert port_open(amqps_port), node.log_tail()
+        try:
+            wait_until(lambda: port_open(amqps_port), timeout=30, interval=0.2, what="the AMQPS listener")
+        except TimedOut as exc:
+            raise AssertionError(f"{exc}\n{node.log_tail()}") from None
         yield TlsServers(postgres.port, amqps_port, client / "ca.pem", client / "other-ca.pem")
     finally:
         node.stop()
@@ -135,11 +135,7 @@ async def test_the_broker_connects_over_amqps_with_verification_and_refuses_an_u
     trusted = Broker(settings.broker_urls, topology_from(settings), prefetch=1, service=CUSTOMER_SERVICE)
     task = asyncio.create_task(trusted.run())
     try:
-        for _ in range(100):
-            if trusted.is_connected:
-                break
-            await asyncio.sleep(0.1)
-        assert trusted.is_connected, "no AMQPS session with the trusted CA"
+        await eventually(lambda: trusted.is_connected, interval=0.1, what="an AMQPS session with the trusted CA")
         # The topology was declared over it: the work queue exists.
         await trusted.session.publish_channel.declare_queue(f"{CUSTOMER_SERVICE}.events", passive=True)
     finally:
