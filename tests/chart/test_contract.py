@@ -208,7 +208,14 @@ def test_tracing_is_wired_only_when_there_is_somewhere_to_send_traces() -> None:
 
 
 def cronjob_containers(rendered: Rendered) -> list[tuple[Workload, dict[str, Any]]]:
-    return [(w, c) for w in rendered.workloads() if w.owner["kind"] == "CronJob" for c in w.containers()]
+    """The sagactl container of each CronJob (not the init containers that wait for the databases)."""
+    return [
+        (w, c)
+        for w in rendered.workloads()
+        if w.owner["kind"] == "CronJob"
+        for c in w.containers()
+        if c.get("command") == ["sagactl"]
+    ]
 
 
 def _env_refs(container: dict[str, Any]) -> dict[str, Any]:
@@ -291,15 +298,15 @@ def test_the_sagactl_settings_built_from_the_rendered_environment_are_the_chart_
 
 def test_the_reconcile_job_follows_a_deadline_the_chart_sets(clean_environment: pytest.MonkeyPatch) -> None:
     rendered = rendered_variant("replicas")
-    env = {e["name"]: e.get("value") for e in rendered.workload("reconcile").containers()[0]["env"]}
-    order_env = {e["name"]: e.get("value") for e in rendered.workload("order-service").containers()[0]["env"]}
+    env = {e["name"]: e.get("value") for e in rendered.workload("reconcile").containers(init=False)[0]["env"]}
+    order_env = {e["name"]: e.get("value") for e in rendered.workload("order-service").containers(init=False)[0]["env"]}
     assert env["SAGA_DEADLINE_S"] == order_env["SAGA_DEADLINE_S"] == "45"
     assert env["SAGA_RECONCILE_GRACE_S"] == "120"
-    prune = {e["name"]: e.get("value") for e in rendered.workload("prune").containers()[0]["env"]}
+    prune = {e["name"]: e.get("value") for e in rendered.workload("prune").containers(init=False)[0]["env"]}
     assert prune["SAGA_OUTBOX_RETENTION_S"] == "2592000", "whole seconds, never 2.592e+06"
     # Without a deadline in the chart, neither sets one: both fall back to the same code default.
     default = rendered_variant("defaults")
-    assert "SAGA_DEADLINE_S" not in {e["name"] for e in default.workload("reconcile").containers()[0]["env"]}
+    assert "SAGA_DEADLINE_S" not in {e["name"] for e in default.workload("reconcile").containers(init=False)[0]["env"]}
     assert SagactlSettings().deadline_s == OrderSettings().deadline_s
 
 
