@@ -20,7 +20,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import aio_pika
 import aiormq
@@ -59,8 +59,11 @@ class Broker:
     definitions: dict
 
     def url(self, service: str) -> str:
+        # The same broker as the vhost's (SAGA_TEST_RABBITMQ_URL), as this service's own user.
+        address = urlsplit(self.vhost.base_url)
         user = self.users[service]
-        return f"amqp://{quote(user)}:{self.passwords[service]}@127.0.0.1:5672/{quote(self.vhost.name, safe='')}"
+        vhost = quote(self.vhost.name, safe="")
+        return f"amqp://{quote(user)}:{self.passwords[service]}@{address.hostname}:{address.port or 5672}/{vhost}"
 
     async def connect(self, service: str) -> AbstractConnection:
         return await aio_pika.connect(self.url(service), timeout=5)
