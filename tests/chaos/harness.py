@@ -49,6 +49,7 @@ import aio_pika
 import asyncpg
 import httpx
 
+from saga_common.contract.statuses import TERMINAL_STATUSES, OrderStatus
 from saga_common.contract.topology import CUSTOMER_SERVICE, ORDER_SERVICE
 from saga_dev.load import LoadStats, OrderLoad
 from saga_dev.load_background import BackgroundLoad
@@ -72,7 +73,6 @@ DRAIN_TIMEOUT_S = 10
 # uvicorn waits drain + 5 s for open requests; the whole exit must fit in a Kubernetes-like grace period.
 GRACE_PERIOD_S = DRAIN_TIMEOUT_S + 10
 
-TERMINAL = ("fulfilled", "rejected", "cancelled")
 LOAD_SCOPES = ("orders:write", "orders:read", "orders:cancel", "customers:all")  # for every customer
 TOKEN_TTL_S = 3600  # longer than any scenario: the load's one token must not expire under it
 RICH_BALANCE = Decimal("100000.00")
@@ -591,7 +591,9 @@ class ScenarioRun:
 
         # Lost: accepted by the API, and not (or not yet, after the bound) in a terminal state.
         missing = [oid for oid in stats.accepted if oid not in orders]
-        not_terminal = [oid for oid in stats.accepted if oid in orders and orders[oid]["status"] not in TERMINAL]
+        not_terminal = [
+            oid for oid in stats.accepted if oid in orders and orders[oid]["status"] not in TERMINAL_STATUSES
+        ]
         figures.lost = len(missing) + len(not_terminal)
         figures.terminal = len(stats.accepted) - figures.lost
         if missing:
@@ -600,14 +602,16 @@ class ScenarioRun:
             problems.append(f"{len(not_terminal)} accepted orders not terminal: {not_terminal[:10]}")
         # Created, but the client never saw the 201 (cut or timed out): still sagas, checked like the others.
         figures.unacknowledged = sum(1 for oid in orders if oid not in stats.accepted)
-        stuck = [oid for oid, r in orders.items() if r["status"] not in TERMINAL and oid not in stats.accepted]
+        stuck = [oid for oid, r in orders.items() if r["status"] not in TERMINAL_STATUSES and oid not in stats.accepted]
         if stuck:
             problems.append(f"{len(stuck)} orders created without a 201 seen are not terminal: {stuck[:10]}")
         expired = [oid for oid, r in orders.items() if r["rejection_reason"] == "timeout"]
         if expired:  # the chaos tier sets a long deadline: an expiry here means recovery took that long
             problems.append(f"{len(expired)} orders expired (deadline) instead of completing: {expired[:10]}")
         statuses = Counter(r["status"] for r in orders.values())
-        figures.fulfilled, figures.rejected, figures.cancelled = (statuses[s] for s in TERMINAL)
+        figures.fulfilled, figures.rejected, figures.cancelled = (
+            statuses[s] for s in (OrderStatus.FULFILLED, OrderStatus.REJECTED, OrderStatus.CANCELLED)
+        )
 
         # Duplicated effects and inconsistencies between the two databases: the invariants sagactl reconcile
         # checks too (saga_tools.invariants), over every order and reservation.

@@ -14,13 +14,12 @@ import time
 import httpx
 import pytest
 
+from saga_common.contract.statuses import TERMINAL_STATUSES
 from tests.images.stack import IMAGE_TAG, BuiltImages, ChartOnDocker
 from tests.support.otlp import OtlpReceiver
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(900)
-
-TERMINAL = {"fulfilled", "rejected", "cancelled"}
 
 
 def shell(images: BuiltImages, image: str, script: str) -> str:
@@ -182,7 +181,7 @@ def test_a_rolling_stop_with_sagas_in_flight_drains_and_loses_nothing(chart_stac
 
     def all_terminal() -> list[dict] | None:
         found = asyncio.run(outcomes())
-        return found if all(o["status"] in TERMINAL for o in found) else None
+        return found if all(o["status"] in TERMINAL_STATUSES for o in found) else None
 
     results = wait_until(all_terminal, timeout=60, interval=0.2, what="every accepted saga reaches a terminal state")
     statuses = {o["status"] for o in results}

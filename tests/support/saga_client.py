@@ -11,11 +11,12 @@ from typing import Any
 import asyncpg
 import httpx
 
+from saga_common.contract.statuses import TERMINAL_STATUSES
 from saga_dev.localstack import ServiceProcess
 from tests.support.waiting import eventually
 
 SEED_ORDER = {"customer_id": 1, "product_id": 1, "status": "pending", "quantity": 1, "total_price": 50.0}
-TERMINAL = {"fulfilled", "rejected", "cancelled"}
+TERMINAL = TERMINAL_STATUSES
 
 
 @asynccontextmanager

@@ -3,7 +3,7 @@
 import pytest
 
 from order_service import saga
-from order_service.models import OrderStatus as S
+from saga_common.contract.statuses import OrderStatus as S
 
 
 def test_the_happy_path_and_the_compensation():

@@ -15,12 +15,12 @@ from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Resp
 from pydantic import BaseModel, Field
 
 from order_service import orders, saga
-from order_service.models import TERMINAL_STATUSES, OrderStatus
 from order_service.orders import OrderRow
 from order_service.schemas import OrderCreate, OrderOut
 from order_service.settings import OrderSettings
 from order_service.timeline import SagaTimeline, timeline_of
 from order_service.waiters import MAX_WAIT_S, OutcomeWaiters
+from saga_common.contract.statuses import TERMINAL_STATUSES, OrderStatus
 from saga_common.observability import tracing
 from saga_common.persistence.db import Database
 from saga_common.web.app import DatabaseDep, Problem

@@ -8,8 +8,8 @@ several replicas never expire an order twice.
 from __future__ import annotations
 
 from order_service import saga
-from order_service.models import IN_PROGRESS_STATUSES, sql_in
 from order_service.settings import OrderSettings
+from saga_common.contract.statuses import IN_PROGRESS_STATUSES, sql_in
 from saga_common.observability import metrics
 from saga_common.runtime import PeriodicJob, ServiceRuntime
 

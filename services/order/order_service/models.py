@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from enum import StrEnum
 
 from sqlalchemy import (
     BigInteger,
@@ -24,25 +23,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from saga_common.contract.statuses import IN_PROGRESS_STATUSES, OrderStatus, sql_in
 from saga_common.persistence.models import NAMING_CONVENTION, inbox_table, outbox_table
-
-
-class OrderStatus(StrEnum):
-    PENDING = "pending"
-    FULFILLED = "fulfilled"
-    REJECTED = "rejected"
-    CANCELLING = "cancelling"
-    CANCELLED = "cancelled"
-
-
-TERMINAL_STATUSES = frozenset({OrderStatus.FULFILLED, OrderStatus.REJECTED, OrderStatus.CANCELLED})
-# A saga still at work: waiting for its reservation or for its release.
-IN_PROGRESS_STATUSES = frozenset({OrderStatus.PENDING, OrderStatus.CANCELLING})
-
-
-def sql_in(statuses: frozenset[OrderStatus]) -> str:
-    """`status IN (...)` as SQL: the status lists are written once, here."""
-    return f"status IN ({', '.join(repr(s.value) for s in OrderStatus if s in statuses)})"
 
 
 class Base(DeclarativeBase):

@@ -9,8 +9,8 @@ from decimal import Decimal
 
 import asyncpg
 
-from order_service.models import IN_PROGRESS_STATUSES, TERMINAL_STATUSES, OrderStatus, sql_in
 from order_service.schemas import OrderCreate, OrderOut
+from saga_common.contract.statuses import IN_PROGRESS_STATUSES, TERMINAL_STATUSES, OrderStatus, sql_in
 from saga_common.observability.tracing import trace_id_of
 
 

@@ -37,7 +37,6 @@ from opentelemetry.context import Context
 
 from order_service import history, orders
 from order_service.history import Cause
-from order_service.models import IN_PROGRESS_STATUSES, TERMINAL_STATUSES, OrderStatus
 from order_service.orders import OrderRow
 from order_service.schemas import OrderCreate
 from saga_common.contract.messages import (
@@ -51,6 +50,7 @@ from saga_common.contract.messages import (
     OrderRejected,
     PoisonMessage,
 )
+from saga_common.contract.statuses import IN_PROGRESS_STATUSES, TERMINAL_STATUSES, OrderStatus
 from saga_common.contract.topology import CUSTOMER_SERVICE
 from saga_common.messaging.consumer import Handler
 from saga_common.observability import metrics, tracing

@@ -8,8 +8,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from order_service.models import OrderStatus
 from saga_common.contract.messages import PositiveId
+from saga_common.contract.statuses import OrderStatus
 
 CENT = Decimal("0.01")
 Price = Annotated[

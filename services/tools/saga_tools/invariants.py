@@ -22,6 +22,8 @@ from enum import StrEnum
 
 import asyncpg
 
+from saga_common.contract.statuses import OrderStatus, sql_in
+
 
 class Kind(StrEnum):
     CREDIT_FOR_UNKNOWN_ORDER = "credit_for_unknown_order"
@@ -93,7 +95,7 @@ def violations(orders: Mapping[int, Order], reservations: Iterable[Reservation])
                     f"credit {held} held for an order the order database does not know",
                 )
             )
-        elif order.status in ("rejected", "cancelled"):
+        elif order.status in (OrderStatus.REJECTED, OrderStatus.CANCELLED):
             found.append(
                 Violation(
                     Kind.CREDIT_FOR_ENDED_ORDER,
@@ -106,7 +108,7 @@ def violations(orders: Mapping[int, Order], reservations: Iterable[Reservation])
         rows = by_order.get(order.id, [])
         active = [r for r in rows if r.status == "active"]
         status = rows[0].status if rows else "missing"
-        if order.status == "fulfilled":
+        if order.status == OrderStatus.FULFILLED:
             if not active:
                 found.append(
                     Violation(
@@ -126,7 +128,7 @@ def violations(orders: Mapping[int, Order], reservations: Iterable[Reservation])
                         f"fulfilled order holds {held} of credit, its price is {order.total_price}",
                     )
                 )
-        elif order.status == "cancelled" and not rows:
+        elif order.status == OrderStatus.CANCELLED and not rows:
             # Released, or refused (an order cancelled while pending, before any credit was taken), is settled;
             # no decision at all means its order.cancelled never reached the customer service.
             found.append(
@@ -144,9 +146,11 @@ _ACTIVE_RESERVATIONS = """
     SELECT id, order_id, customer_id, amount, status FROM reservations
     WHERE status = 'active' AND created_at < now() - make_interval(secs => $1)
 """
-_ENDED_ORDERS = """
+# The orders whose reservation question is settled: fulfilled (one held) or cancelled (none held).
+SETTLED = frozenset({OrderStatus.FULFILLED, OrderStatus.CANCELLED})
+_ENDED_ORDERS = f"""
     SELECT id, customer_id, status, total_price FROM orders
-    WHERE status IN ('fulfilled', 'cancelled') AND updated_at < now() - make_interval(secs => $1)
+    WHERE {sql_in(SETTLED)} AND updated_at < now() - make_interval(secs => $1)
       AND ($2::float8 IS NULL OR updated_at > now() - make_interval(secs => $2))
 """
 _ORDERS_BY_ID = "SELECT id, customer_id, status, total_price FROM orders WHERE id = ANY($1::bigint[])"

@@ -23,6 +23,7 @@ from typing import Any
 import asyncpg
 
 from saga_common.contract.messages import OrderCancelled
+from saga_common.contract.statuses import OrderStatus
 from saga_common.persistence.outbox import write_events
 from saga_common.persistence.unit_of_work import PendingEvent
 from saga_common.settings import redact_url
@@ -105,8 +106,8 @@ async def reconcile(
         snapshot = await invariants.load(orders, customers, older_than_s=grace_s, window_s=FULFILLED_WINDOW_S)
         report.checked["active reservations"] = snapshot.active_reservations
         ended = [order.status for order in snapshot.orders.values()]
-        report.checked["fulfilled orders"] = ended.count("fulfilled")
-        report.checked["cancelled orders"] = ended.count("cancelled")
+        report.checked["fulfilled orders"] = ended.count(OrderStatus.FULFILLED)
+        report.checked["cancelled orders"] = ended.count(OrderStatus.CANCELLED)
         for violation in invariants.violations(snapshot.orders, snapshot.reservations):
             finding_of = (violation.problem, violation.order_id, violation.customer_id)
             if violation.kind in REPAIRABLE:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from saga_common.contract.statuses import TERMINAL_STATUSES, sql_in
+
 INBOX_FLOOR_S = 86400.0
 DEFAULT_HISTORY_RETENTION_S = 90 * 86400.0
 BATCH_SIZE = 1000
@@ -26,7 +28,7 @@ _DELETE_OUTBOX = (
 _HAS_HISTORY = "SELECT to_regclass('saga_history') IS NOT NULL"
 # An order's history goes whole, once its saga has been over for the whole window.
 _FINISHED_BEFORE = (
-    "SELECT id FROM orders WHERE status IN ('fulfilled', 'rejected', 'cancelled') "
+    f"SELECT id FROM orders WHERE {sql_in(TERMINAL_STATUSES)} "
     "AND coalesce(completed_at, updated_at) < now() - make_interval(secs => $1)"
 )
 _COUNT_HISTORY = f"SELECT count(*) FROM saga_history WHERE order_id IN ({_FINISHED_BEFORE})"

@@ -17,10 +17,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
+from saga_common.contract.statuses import TERMINAL_STATUSES, OrderStatus
 from saga_common.contract.topology import BINDINGS, CUSTOMER_SERVICE, ORDER_SERVICE
 
 IN_FLIGHT_S = 5.0  # a message younger than this is on its way, not stuck
-FINISHED = {"fulfilled", "cancelled", "rejected"}
 DEADLINE_REASON = "timeout"  # the order service's reason for an order rejected at its deadline
 UNKNOWN_CUSTOMER = "unknown_customer"
 
@@ -296,8 +296,8 @@ def _no_order(f: Facts) -> Diagnosis | None:
 def _past_deadline(f: Facts) -> Diagnosis | None:
     o = f.order
     assert o is not None
-    rejected_late = o.status == "rejected" and o.rejection_reason == DEADLINE_REASON
-    pending_late = o.status == "pending" and f.age_s(o.created_at) > f.deadline_s
+    rejected_late = o.status == OrderStatus.REJECTED and o.rejection_reason == DEADLINE_REASON
+    pending_late = o.status == OrderStatus.PENDING and f.age_s(o.created_at) > f.deadline_s
     if not (rejected_late or pending_late):
         return None
     because = hop(f)
@@ -367,7 +367,7 @@ def _waiting(f: Facts) -> Diagnosis | None:
 def _unknown_customer(f: Facts) -> Diagnosis | None:
     o = f.order
     assert o is not None
-    if o.status == "rejected" and o.rejection_reason == UNKNOWN_CUSTOMER:
+    if o.status == OrderStatus.REJECTED and o.rejection_reason == UNKNOWN_CUSTOMER:
         return Diagnosis(
             "unknown_customer",
             f"Order {f.order_id} was rejected: customer {o.customer_id} does not exist in the customer database.",
@@ -379,7 +379,7 @@ def _unknown_customer(f: Facts) -> Diagnosis | None:
 def _finished(f: Facts) -> Diagnosis | None:
     o = f.order
     assert o is not None
-    if o.status not in FINISHED:
+    if o.status not in TERMINAL_STATUSES:
         return None
     reason = f" ({o.rejection_reason})" if o.rejection_reason else ""
     return Diagnosis(

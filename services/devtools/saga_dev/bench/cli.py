@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from tabulate import tabulate
 
+from saga_common.contract.statuses import TERMINAL_STATUSES
 from saga_dev.bench.baseline import run_baseline
 from saga_dev.bench.progress import Progress
 from saga_dev.bench.stack import BenchStack, outcomes
@@ -195,7 +196,7 @@ def _result(
     for placed in run.accepted.values():
         status, done_at = finished.get(placed.order_id, ("missing", 0.0))
         counts[status] = counts.get(status, 0) + 1
-        if status in ("fulfilled", "rejected", "cancelled") and done_at:
+        if status in TERMINAL_STATUSES and done_at:
             latencies.append(max(0.0, done_at - placed.sent_at))
             last_done = max(last_done, done_at)
     completed = len(latencies)

@@ -17,6 +17,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 
+from saga_common.contract.statuses import IN_PROGRESS_STATUSES, sql_in
 from saga_dev.bench import cpu
 from saga_dev.localstack import SagaEnvironment, ServiceProcess
 from saga_tools.tokens import LocalIdentity
@@ -136,7 +137,7 @@ async def outcomes(order_database_url: str, order_ids: list[int], timeout_s: flo
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             pending = await conn.fetchval(
-                "SELECT count(*) FROM orders WHERE id = ANY($1::bigint[]) AND status IN ('pending', 'cancelling')",
+                f"SELECT count(*) FROM orders WHERE id = ANY($1::bigint[]) AND {sql_in(IN_PROGRESS_STATUSES)}",
                 order_ids,
             )
             if not pending:
