@@ -59,6 +59,7 @@ from saga_dev.probes import port_open
 from saga_dev.rabbit_cluster import RabbitCluster
 from saga_tools import invariants
 from saga_tools.tokens import LocalIdentity
+from tests.support.broker import queue_depth, take_messages
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.waiting import wait_until
 
@@ -340,31 +341,17 @@ class ChaosEnvironment:
         async with self.broker() as connection:
             for queues in self.saga_queues().values():
                 for name in queues:
-                    channel = await connection.channel()
-                    try:
-                        queue = await channel.declare_queue(name, passive=True)
-                        depths[name] = int(queue.declaration_result.message_count or 0)
-                    finally:
-                        with contextlib.suppress(Exception):
-                            await channel.close()
+                    depths[name] = await queue_depth(connection, name)
         return depths
 
     async def peek_dead_letters(self, queue: str, expect: int, timeout: float = 10) -> list[Any]:
         """Read what sits in a dead-letter queue without taking it: unacked, it goes back when the channel
         closes, so the depth check still sees it."""
-        found: list[Any] = []
         async with self.broker() as connection:
             channel = await connection.channel()
-            q = await channel.get_queue(queue, ensure=False)
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                message = await q.get(fail=False, no_ack=False)
-                if message is None:
-                    if len(found) >= expect:
-                        break
-                    await asyncio.sleep(0.1)
-                    continue
-                found.append(message)
+            found = await take_messages(
+                await channel.get_queue(queue, ensure=False), expect, timeout=timeout, ack=False
+            )
             await channel.close()
         return found
 

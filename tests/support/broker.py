@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -32,13 +33,8 @@ class Capture:
         self.messages: list[AbstractIncomingMessage] = []
 
     async def collect(self, count: int, timeout: float = 10) -> list[AbstractIncomingMessage]:
-        deadline = time.monotonic() + timeout
-        while len(self.messages) < count and time.monotonic() < deadline:
-            message = await self.queue.get(fail=False, no_ack=True)
-            if message is None:
-                await asyncio.sleep(0.02)
-            else:
-                self.messages.append(message)
+        """Until `count` messages were seen in all (or `timeout`): every message seen so far."""
+        self.messages += await take_messages(self.queue, count - len(self.messages), timeout=timeout)
         return self.messages
 
     async def settle(self, quiet_s: float = 0.5) -> list[AbstractIncomingMessage]:
@@ -96,23 +92,36 @@ class BrokerTool:
 
     async def read_queue(self, name: str, *, timeout: float = 5, expect: int = 1) -> list[AbstractIncomingMessage]:
         """Take (and ack) up to `expect` messages from a queue, waiting at most `timeout`."""
-        queue = await self.channel.get_queue(name, ensure=False)
-        found: list[AbstractIncomingMessage] = []
-        deadline = time.monotonic() + timeout
-        while len(found) < expect and time.monotonic() < deadline:
-            message = await queue.get(fail=False, no_ack=True)
-            if message is None:
-                await asyncio.sleep(0.05)
-            else:
-                found.append(message)
-        return found
+        return await take_messages(await self.channel.get_queue(name, ensure=False), expect, timeout=timeout)
 
     async def queue_depth(self, name: str) -> int:
-        channel = await self.connection.channel()
-        try:
-            queue = await channel.declare_queue(name, passive=True)
-            return int(queue.declaration_result.message_count or 0)
-        finally:
+        return await queue_depth(self.connection, name)
+
+
+async def take_messages(
+    queue: AbstractQueue, count: int, *, timeout: float, ack: bool = True
+) -> list[AbstractIncomingMessage]:
+    """Up to `count` messages from `queue`, waiting at most `timeout` for them (fewer if they do not come).
+    `ack=False` only looks: unacked, they go back to the queue when its channel closes."""
+    found: list[AbstractIncomingMessage] = []
+    deadline = time.monotonic() + timeout
+    while len(found) < count and time.monotonic() < deadline:
+        message = await queue.get(fail=False, no_ack=ack)
+        if message is None:
+            await asyncio.sleep(0.02)
+        else:
+            found.append(message)
+    return found
+
+
+async def queue_depth(connection: aio_pika.abc.AbstractConnection, name: str) -> int:
+    """Messages ready in a queue, on a channel of its own (a passive declare of a missing queue closes it)."""
+    channel = await connection.channel()
+    try:
+        queue = await channel.declare_queue(name, passive=True)
+        return int(queue.declaration_result.message_count or 0)
+    finally:
+        with contextlib.suppress(Exception):
             await channel.close()
 
 
