@@ -38,7 +38,7 @@ async def test_committed_events_are_published_and_rolled_back_ones_never(saga_en
             writer = Database(runtime.pool, exchange="saga.events")
             committed = [order_created(n) for n in range(1, 6)]
             rolled_back = [order_created(n) for n in range(100, 103)]
-            await asyncio.sleep(0.3)  # the LISTEN connection is up
+            await asyncio.wait_for(runtime.listener.connected.wait(), timeout=5)  # NOTIFY reaches the relay
             started = time.monotonic()
             async with writer.unit_of_work() as uow:
                 for event in committed:
