@@ -2,18 +2,18 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from customer_service.handlers import HANDLERS as CUSTOMER_HANDLERS
-from customer_service.handlers import lock_order as customer_lock_order
+from customer_service import main as customer_main
 from customer_service.settings import CustomerSettings
-from order_service.jobs import order_jobs
-from order_service.saga import HANDLERS as ORDER_HANDLERS
+from order_service import main as order_main
 from order_service.settings import OrderSettings
+from order_service.waiters import OutcomeWaiters
 from saga_common.contract.topology import CUSTOMER_SERVICE, ORDER_SERVICE
-from saga_common.runtime import ServiceRuntime, ServiceSpec
+from saga_common.runtime import ServiceRuntime
 from saga_dev.localstack import SagaEnvironment
 
 RuntimeFactory = Callable[..., Any]
@@ -34,19 +34,15 @@ def runtimes(saga_env: SagaEnvironment) -> RuntimeFactory:
         **overrides: Any,
     ) -> AsyncIterator[ServiceRuntime]:
         common = {"rabbitmq_broker_url": saga_env.broker_url, "log_format": "text"} | overrides
+        # The services' own composition roots build the spec; a test may swap the handlers, and the order
+        # service's periodic jobs (deadline sweep, gauges) run only when it asks for them.
         if service == ORDER_SERVICE:
             settings: Any = OrderSettings(database_url=saga_env.databases.order_url, **common)
-            default_handlers = ORDER_HANDLERS
+            spec = order_main.service_spec(settings, OutcomeWaiters())
         else:
             settings = CustomerSettings(database_url=saga_env.databases.customer_url, **common)
-            default_handlers = CUSTOMER_HANDLERS
-        spec = ServiceSpec(
-            service,
-            handlers if handlers is not None else default_handlers,
-            jobs=order_jobs(settings) if jobs and service == ORDER_SERVICE else [],
-        )
-        if service == CUSTOMER_SERVICE:
-            spec.lock_order = customer_lock_order
+            spec = customer_main.service_spec(settings)
+        spec = replace(spec, handlers=spec.handlers if handlers is None else handlers, jobs=spec.jobs if jobs else [])
         runtime = ServiceRuntime(settings, spec, consume=consume, relay=relay)
         await runtime.start()
         try:

@@ -7,6 +7,7 @@ import asyncio
 import time
 import uuid
 from decimal import Decimal
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -16,6 +17,7 @@ from order_service.settings import OrderSettings
 from saga_common.contract.messages import OrderCreated
 from saga_common.persistence.db import Database, create_pool
 from saga_common.web.app import DATABASE_UNAVAILABLE
+from saga_dev.localstack import POSTGRES_URL
 from tests.support.customer_db import wait_for
 from tests.support.tcp_proxy import TcpProxy
 
@@ -31,13 +33,16 @@ async def committed(database_url: str, row_id: uuid.UUID) -> bool:
         await conn.close()
 
 
+POSTGRES_PORT = urlsplit(POSTGRES_URL).port or 5432  # the tests' PostgreSQL (SAGA_TEST_POSTGRES_URL)
+
+
 def through(proxy: TcpProxy, database_url: str) -> str:
-    return database_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}", 1)
+    return database_url.replace(f"127.0.0.1:{POSTGRES_PORT}", f"127.0.0.1:{proxy.port}", 1)
 
 
 @pytest.fixture
 def proxy():
-    proxy = TcpProxy(target_port=5432).start()
+    proxy = TcpProxy(target_port=POSTGRES_PORT).start()
     try:
         yield proxy
     finally:
