@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import HTTPException
@@ -141,6 +142,51 @@ class _HeadTooLarge(Exception):
     pass
 
 
+class _LingeringClose:
+    """The connection's transport, with a `close()` that lets the client read a refusal sent before the request
+    was fully received (413, 431, 408). Closing a socket with unread bytes in its receive buffer makes the kernel
+    answer with a reset and drop what was still to be sent: a client streaming a body we refused saw "connection
+    reset" instead of our 413. So, as nginx's lingering close does: send what is buffered and a FIN, read and
+    discard what still comes for at most `LINGER_S` and `LINGER_MAX_BYTES` (what a client that never reads gets
+    us to take in), then close; at once when the client closes its side."""
+
+    LINGER_S = 2.0
+    LINGER_MAX_BYTES = 4 * 2**20
+
+    def __init__(self, transport: asyncio.Transport, request_unread: Callable[[], bool]) -> None:
+        self._transport = transport
+        self._request_unread = request_unread
+        self.lingering = False
+        self._discarded = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+    def is_closing(self) -> bool:
+        return self.lingering or self._transport.is_closing()
+
+    def close(self) -> None:
+        if self.is_closing():
+            return
+        # Nothing unread (the usual close, after a whole request), or TLS (which cannot half-close): close now.
+        if not self._request_unread() or not self._transport.can_write_eof():
+            self._transport.close()
+            return
+        self.lingering = True
+        self._transport.write_eof()
+        self._transport.resume_reading()
+        asyncio.get_running_loop().call_later(self.LINGER_S, self._transport.close)
+
+    def discard(self, data: bytes) -> None:
+        self._discarded += len(data)
+        if self._discarded > self.LINGER_MAX_BYTES:
+            self._transport.close()
+
+    def client_closed(self) -> None:
+        if self.lingering:
+            self._transport.close()
+
+
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a bound on the request head's size and a deadline for the whole request.
 
@@ -159,14 +205,21 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._head_complete = False  # self.cycle is the request being received
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        self._lingering = _LingeringClose(transport, request_unread=lambda: self._receiving)
+        super().connection_made(self._lingering)  # type: ignore[arg-type]
         self._arm_request_timer()
+
+    def eof_received(self) -> None:
+        self._lingering.client_closed()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_request_timer()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering.lingering:  # the rest of a request already answered
+            self._lingering.discard(data)
+            return
         if self._refused:
             return
         super().data_received(data)
