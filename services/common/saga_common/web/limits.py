@@ -168,12 +168,12 @@ class _LingeringClose:
     def close(self) -> None:
         if self.is_closing():
             return
-        # Nothing unread (the usual close, after a whole request), or TLS (which cannot half-close): close now.
-        if not self._request_unread() or not self._transport.can_write_eof():
+        if not self._request_unread():  # the usual close, after a whole request: nothing to wait for
             self._transport.close()
             return
         self.lingering = True
-        self._transport.write_eof()
+        if self._transport.can_write_eof():  # TLS cannot half-close: the answer's Content-Length ends it there
+            self._transport.write_eof()
         self._transport.resume_reading()
         asyncio.get_running_loop().call_later(self.LINGER_S, self._transport.close)
 
