@@ -10,9 +10,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
-import httpx
 import pytest
 
 from saga_common.web.auth import (
@@ -30,16 +29,7 @@ from tests.support.processes import ServiceProcess, both_services
 from tests.support.waiting import eventually
 
 OPERATOR = "saga:operator"
-KID = "key-1"
 JWKS_CACHE_S = 3  # how long the services trust fetched keys here: a withdrawn key stops within this
-
-
-@pytest.fixture(scope="module")
-def idp() -> Iterator[tuple[auth.JwksServer, object]]:
-    key = auth.rsa_key()
-    with auth.jwks_server() as server:
-        server.publish((key, KID))
-        yield server, key
 
 
 @pytest.fixture(scope="module")
@@ -52,15 +42,9 @@ def services(saga_env_module: SagaEnvironment, idp) -> Iterator[tuple[ServicePro
         yield services
 
 
-@pytest.fixture
-async def client(services) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=20) as http:
-        yield http
-
-
 def token(idp, *scopes: str, customer_id: int | None = None, **claims) -> dict[str, str]:
     _, key = idp
-    return auth.bearer(auth.sign(key, KID, scope=" ".join(scopes), customer_id=customer_id, **claims))
+    return auth.bearer(auth.sign(key, auth.KID, scope=" ".join(scopes), customer_id=customer_id, **claims))
 
 
 async def new_customer(client, customers_url: str, idp, balance: str = "100.00") -> int:
@@ -119,24 +103,24 @@ def forged_tokens(idp) -> dict[str, str]:
     stranger = auth.rsa_key()
     now = int(time.time())
     return {
-        "expired": auth.sign(key, KID, scope=scopes, exp=now - 120, iat=now - 720),
-        "wrong audience": auth.sign(key, KID, scope=scopes, aud="another-api"),
-        "wrong issuer": auth.sign(key, KID, scope=scopes, iss="https://evil.test/"),
-        "bad signature": auth.sign(stranger, KID, scope=scopes),
-        "alg none": auth.unsigned(KID, scope=scopes),
-        "HMAC with the public key": auth.hmac_with_public_key(key, KID, scope=scopes),
+        "expired": auth.sign(key, auth.KID, scope=scopes, exp=now - 120, iat=now - 720),
+        "wrong audience": auth.sign(key, auth.KID, scope=scopes, aud="another-api"),
+        "wrong issuer": auth.sign(key, auth.KID, scope=scopes, iss="https://evil.test/"),
+        "bad signature": auth.sign(stranger, auth.KID, scope=scopes),
+        "alg none": auth.unsigned(auth.KID, scope=scopes),
+        "HMAC with the public key": auth.hmac_with_public_key(key, auth.KID, scope=scopes),
         "unknown key id": auth.sign(stranger, "no-such-key", scope=scopes),
         "malformed": "not.a.jwt",
         "garbage": "x" * 40,
-        "no expiry": auth.sign(key, KID, scope=scopes, exp=None),
-        "not valid yet": auth.sign(key, KID, scope=scopes, nbf=now + 600),
-        "tampered claims": _tamper(auth.sign(key, KID, scope=ORDERS_READ), scope=scopes),
+        "no expiry": auth.sign(key, auth.KID, scope=scopes, exp=None),
+        "not valid yet": auth.sign(key, auth.KID, scope=scopes, nbf=now + 600),
+        "tampered claims": _tamper(auth.sign(key, auth.KID, scope=ORDERS_READ), scope=scopes),
     }
 
 
 def _tamper(token: str, **overrides) -> str:
     header, _, signature = token.split(".")
-    return f"{header}.{auth.unsigned(KID, **overrides).split('.')[1]}.{signature}"
+    return f"{header}.{auth.unsigned(auth.KID, **overrides).split('.')[1]}.{signature}"
 
 
 @pytest.mark.parametrize(
@@ -286,7 +270,7 @@ async def test_keys_rotate_without_a_restart_and_unknown_keys_cannot_flood_the_p
     order, _ = services
     new_key = auth.ec_key()
     new_kid = f"key-{uuid.uuid4().hex[:6]}"
-    server.publish((old_key, KID), (new_key, new_kid))
+    server.publish((old_key, auth.KID), (new_key, new_kid))
     rotated = auth.bearer(auth.sign(new_key, new_kid, scope=f"{ORDERS_READ} {CUSTOMERS_ALL}"))
     # The first request with the new kid makes the service refetch the JWKS (at most once a second).
     await eventually(
@@ -308,7 +292,7 @@ async def test_keys_rotate_without_a_restart_and_unknown_keys_cannot_flood_the_p
     # The old key retired: once the provider stops publishing it, its tokens stop working (a token verified
     # before is remembered for SAGA_AUTH_TOKEN_CACHE_S, 1 s here).
     server.publish((new_key, new_kid))
-    old = auth.bearer(auth.sign(old_key, KID, scope=f"{ORDERS_READ} {CUSTOMERS_ALL}"))
+    old = auth.bearer(auth.sign(old_key, auth.KID, scope=f"{ORDERS_READ} {CUSTOMERS_ALL}"))
     unknown = auth.bearer(auth.sign(auth.ec_key(), "trigger-refresh", scope=ORDERS_READ))
 
     async def old_key_refused() -> bool:
@@ -320,7 +304,7 @@ async def test_keys_rotate_without_a_restart_and_unknown_keys_cannot_flood_the_p
     await eventually(old_key_refused, interval=0.3, what="a token of the retired key refused")
     # Put the module's provider back as the other tests expect it, and wait until the services trust the key
     # again (a token naming it makes them refetch, at most once per SAGA_AUTH_JWKS_MIN_REFRESH_S).
-    server.publish((old_key, KID), (new_key, new_kid))
+    server.publish((old_key, auth.KID), (new_key, new_kid))
     await eventually(
         lambda: client.get(f"{order.base_url}/orders", headers=old),
         until=lambda answer: answer.status_code == 200,
@@ -351,7 +335,7 @@ NOT_ALL_CUSTOMERS = " ".join(scope for scope in SCOPES if scope != CUSTOMERS_ALL
 def claim_token(idp, extra: dict | None, scope: str = NOT_ALL_CUSTOMERS) -> dict[str, str]:
     _, key = idp
     payload = auth.claims(scope=scope, jti=uuid.uuid4().hex) | (extra or {})
-    return auth.bearer(auth.sign_claims(key, KID, payload))
+    return auth.bearer(auth.sign_claims(key, auth.KID, payload))
 
 
 @pytest.mark.parametrize("case", list(CLAIM_CASES))
@@ -421,9 +405,9 @@ async def test_a_key_withdrawn_from_the_jwks_verifies_no_new_token_after_the_cac
     async def status() -> int:
         return (await client.get(f"{order.base_url}/orders", headers=fresh())).status_code
 
-    server.publish((old_key, KID), (extra_key, extra_kid))
+    server.publish((old_key, auth.KID), (extra_key, extra_kid))
     await eventually(status, until=lambda code: code == 200, timeout=10, interval=0.2, what="the new key trusted")
-    server.publish((old_key, KID))
+    server.publish((old_key, auth.KID))
     withdrawn = time.monotonic()
     await eventually(status, until=lambda code: code == 401, timeout=JWKS_CACHE_S + 10, interval=0.2)
     elapsed = time.monotonic() - withdrawn
@@ -445,7 +429,7 @@ async def test_no_token_leaks_into_logs_metrics_timelines_or_error_bodies(client
     produced.append((await client.get(f"{order.base_url}/orders/{order_id}?wait=15", headers=headers)).text)
     produced.append((await client.post(f"{order.base_url}/orders/{order_id}/cancel", headers=headers)).text)
     produced.append((await client.get(f"{order.base_url}/orders/{order_id}/saga", headers=headers)).text)
-    expired = auth.sign(idp[1], KID, scope=ORDERS_READ, exp=int(time.time()) - 600)
+    expired = auth.sign(idp[1], auth.KID, scope=ORDERS_READ, exp=int(time.time()) - 600)
     refused = await client.get(f"{order.base_url}/orders", headers=auth.bearer(expired))
     produced += [refused.text, refused.headers["WWW-Authenticate"]]
     for service in services:

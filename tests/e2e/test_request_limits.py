@@ -13,7 +13,7 @@ import select
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -24,20 +24,11 @@ from tests.support import auth
 from tests.support.processes import ServiceProcess, both_services
 from tests.support.waiting import eventually
 
-KID = "limits-key"
 MAX_BODY = 64 * 1024
 MAX_HEADER = 16 * 1024
 REQUEST_TIMEOUT_S = 3.0
 MAX_CONCURRENT = 8
 RSS_GROWTH_BOUND_KB = 60 * 1024  # the chart's limit is 384 MiB; a body read into memory would be hundreds of MiB
-
-
-@pytest.fixture(scope="module")
-def idp() -> Iterator[tuple[auth.JwksServer, object]]:
-    key = auth.rsa_key()
-    with auth.jwks_server() as server:
-        server.publish((key, KID))
-        yield server, key
 
 
 @pytest.fixture(scope="module")
@@ -53,15 +44,9 @@ def services(saga_env_module: SagaEnvironment, idp) -> Iterator[tuple[ServicePro
         yield services
 
 
-@pytest.fixture
-async def client(services) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=20) as http:
-        yield http
-
-
 def bearer(idp, *scopes: str) -> str:
     _, key = idp
-    return f"Bearer {auth.sign(key, KID, scope=' '.join(scopes), jti=uuid.uuid4().hex)}"
+    return f"Bearer {auth.sign(key, auth.KID, scope=' '.join(scopes), jti=uuid.uuid4().hex)}"
 
 
 def rss_kb(process: ServiceProcess) -> int:

@@ -20,6 +20,7 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 ISSUER = "https://idp.saga.test/"
 AUDIENCE = "saga"
+KID = "test-key"  # the key id the e2e identity provider publishes its one key under
 
 
 def rsa_key() -> rsa.RSAPrivateKey:
