@@ -26,6 +26,7 @@ from tests.support.chart import OTHER_RELEASE, OTHER_RELEASE_VALUES, Rendered, W
 
 TLS = {"tls": {"enabled": True}}
 EXISTING = "shop-tls-from-cert-manager"
+EXISTING_API = "shop-api-tls-from-cert-manager"
 # Value sets with TLS on: the names and the number of nodes change what the certificate must cover.
 RENDERS: dict[str, tuple[dict[str, Any], dict[str, str]]] = {
     "tls": (TLS, {}),
@@ -34,7 +35,10 @@ RENDERS: dict[str, tuple[dict[str, Any], dict[str, str]]] = {
         {},
     ),
     "tls-other-release": ({**TLS, **OTHER_RELEASE_VALUES}, OTHER_RELEASE),
-    "tls-existing-secret": ({"tls": {"enabled": True, "existingSecret": EXISTING}}, {}),
+    "tls-existing-secret": (
+        {"tls": {"enabled": True, "existingSecret": EXISTING, "existingApiSecret": EXISTING_API}},
+        {},
+    ),
 }
 GENERATED = [name for name in RENDERS if name != "tls-existing-secret"]
 

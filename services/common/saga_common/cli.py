@@ -97,6 +97,7 @@ def _serve(settings: ServiceSettings, app_factory: str, host: str | None, port: 
 
     from saga_common.web.limits import protocol_class
 
+    settings.check_http_tls_files()
     uvicorn.run(
         app_factory,
         factory=True,

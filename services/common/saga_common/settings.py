@@ -7,10 +7,11 @@ has no field here.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, FilePath, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from saga_common.redaction import redact_url
@@ -53,11 +54,11 @@ class ServiceSettings(BaseSettings):
     http_port: int = Field(8000, ge=1, le=65535)
     # HTTPS on the service's own listener (both or neither; docs/security.md#tls). The asyncio loop does TLS below
     # the HTTP protocol, so the request bounds below hold unchanged.
-    http_tls_cert_file: FilePath | None = Field(
+    http_tls_cert_file: Path | None = Field(
         None,
         description="PEM certificate (chain) the API serves HTTPS with, with SAGA_HTTP_TLS_KEY_FILE; unset: HTTP.",
     )
-    http_tls_key_file: FilePath | None = Field(None, description="The PEM private key of SAGA_HTTP_TLS_CERT_FILE.")
+    http_tls_key_file: Path | None = Field(None, description="The PEM private key of SAGA_HTTP_TLS_CERT_FILE.")
     # Bounds on what one client can make the process hold (saga_common.web.limits, docs/security.md).
     http_max_body_bytes: int = Field(
         64 * 1024, ge=1024, description="Largest request body; a larger one is refused with 413 before it is read."
@@ -248,6 +249,15 @@ class ServiceSettings(BaseSettings):
     @property
     def http_tls(self) -> bool:
         return self.http_tls_cert_file is not None
+
+    def check_http_tls_files(self) -> None:
+        """Serving HTTPS needs both files readable (checked apart: the other commands serve nothing)."""
+        for name, path in (
+            ("SAGA_HTTP_TLS_CERT_FILE", self.http_tls_cert_file),
+            ("SAGA_HTTP_TLS_KEY_FILE", self.http_tls_key_file),
+        ):
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name}: {path} is not a file")
 
     @property
     def authentication_on(self) -> bool:
