@@ -5,6 +5,7 @@ request bounds (saga_common.web.limits) hold over TLS: the event loop decrypts b
 
 from __future__ import annotations
 
+import json
 import socket
 import ssl
 import time
@@ -19,6 +20,7 @@ from saga_dev.localstack import SagaEnvironment, ServiceProcess
 from saga_dev.tls import Authority
 from tests.support.processes import both_services
 from tests.support.saga_client import SagaClient
+from tests.support.sagactl import sagactl
 
 MAX_HEADER = 16 * 1024
 REQUEST_TIMEOUT_S = 3.0
@@ -142,3 +144,27 @@ def test_the_request_deadline_holds_over_tls(services, case):
         assert data.startswith(b"HTTP/1.1 408 "), data[:200]
     else:
         assert data == b"", data
+
+
+async def test_sagactl_reaches_the_https_apis_with_ssl_cert_file(client, services, saga_env_module):
+    """The project's own caller: sagactl's httpx clients trust the CA that SSL_CERT_FILE names (and, without it,
+    the public CAs only, which do not verify these APIs)."""
+    order, customer = services
+    saga = SagaClient(order.base_url, customer.base_url, client)
+    created = await saga.create_order(await saga.create_customer("10.00"), "3.00")
+    await saga.wait_for_status(created["id"], {"fulfilled"})
+
+    def readiness(**extra_env: str) -> list[dict]:
+        environ = {"CUSTOMER_SERVICE_URL": customer.base_url} | extra_env
+        result = sagactl(
+            saga_env_module, "why", str(created["id"]), "--json", order_url=order.base_url, extra_env=environ
+        )
+        assert result.returncode in (0, 3), result.stderr
+        return json.loads(result.stdout)["facts"]["services"]
+
+    assert [(s["answered"], s["ready"]) for s in readiness(SSL_CERT_FILE=str(order.tls_ca)).values()] == [
+        (True, True)
+    ] * 2
+    refused = readiness().values()
+    assert [s["answered"] for s in refused] == [False, False]
+    assert all("CERTIFICATE_VERIFY_FAILED" in s["error"] for s in refused), refused
