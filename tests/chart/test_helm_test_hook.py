@@ -9,6 +9,7 @@ import asyncio
 import base64
 import json
 import os
+import ssl
 import subprocess
 import sys
 import threading
@@ -21,6 +22,7 @@ import pytest
 
 from order_service.settings import OrderSettings
 from saga_common.web.auth import Authenticator, AuthError
+from saga_dev.tls import Authority, TlsFiles
 from tests.support.chart import rendered_variant
 from tests.support.routes import has_route
 
@@ -136,19 +138,25 @@ def script(tmp_path: Path) -> Path:
     return path
 
 
-def serve(apis: FakeApis) -> Iterator[str]:
+def serve(apis: FakeApis, tls: TlsFiles | None = None) -> Iterator[str]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), apis.handler())
+    if tls is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(tls.cert, tls.key)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
 
 
-def run(script: Path, url: str, signer: Path, timeout: str = "20") -> subprocess.CompletedProcess[str]:
-    env = pod_env() | {"ORDER_URL": url, "CUSTOMER_URL": url + "/", "TIMEOUT_S": timeout}
+def run(
+    script: Path, url: str, signer: Path, timeout: str = "20", extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = pod_env() | {"ORDER_URL": url, "CUSTOMER_URL": url + "/", "TIMEOUT_S": timeout} | (extra_env or {})
     # sagactl, as in the order-service image; the key where the pod mounts it.
     env["PATH"] = f"{Path(sys.executable).parent}:/usr/bin:/bin"
     env["SAGA_DEV_SIGNING_KEY"] = str(signer / Path(env["SAGA_DEV_SIGNING_KEY"]).name)
@@ -174,6 +182,20 @@ def test_the_test_creates_a_customer_orders_and_waits_for_fulfilment(script: Pat
     )
     assert [r[:2] for r in apis.requests[2:]] == [("GET", "/orders/3")] * 2
     assert "fulfilled" in result.stdout
+
+
+def test_over_https_the_test_verifies_the_apis_with_ssl_cert_file(script: Path, signer: Path, tmp_path: Path) -> None:
+    """With tls.enabled the pod gets https:// URLs and SSL_CERT_FILE (tests/chart/test_tls.py): the script's
+    urllib verifies the APIs with that CA, and without it refuses them."""
+    tls = Authority.create("helm test CA").write_server_files(tmp_path / "tls", ["127.0.0.1"])
+    apis = FakeApis("fulfilled", signer)
+    for url in serve(apis, tls):
+        result = run(script, url, signer, extra_env={"SSL_CERT_FILE": str(tls.ca)})
+        assert result.returncode == 0, result.stderr
+        assert "fulfilled" in result.stdout
+        untrusted = run(script, url, signer, timeout="2")
+    assert untrusted.returncode == 1
+    assert "CERTIFICATE_VERIFY_FAILED" in untrusted.stderr, untrusted.stderr
 
 
 @pytest.mark.parametrize(("outcome", "message"), [("rejected", "ended rejected"), ("pending", "still pending")])

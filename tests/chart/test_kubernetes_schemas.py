@@ -51,7 +51,13 @@ def test_every_object_is_valid(variant: str, kube_version: str) -> None:
 # TLS on (tests/chart/test_tls.py): generated certificates, and a Secret of cert-manager's.
 TLS_VALUES = {
     "tls": {"tls": {"enabled": True}},
-    "tls-existing-secret": {"tls": {"enabled": True, "existingSecret": "saga-tls-from-cert-manager"}},
+    "tls-existing-secret": {
+        "tls": {
+            "enabled": True,
+            "existingSecret": "saga-tls-from-cert-manager",
+            "existingApiSecret": "saga-api-tls-from-cert-manager",
+        }
+    },
 }
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
@@ -26,6 +27,7 @@ from tests.support.chart import OTHER_RELEASE, OTHER_RELEASE_VALUES, Rendered, W
 
 TLS = {"tls": {"enabled": True}}
 EXISTING = "shop-tls-from-cert-manager"
+EXISTING_API = "shop-api-tls-from-cert-manager"
 # Value sets with TLS on: the names and the number of nodes change what the certificate must cover.
 RENDERS: dict[str, tuple[dict[str, Any], dict[str, str]]] = {
     "tls": (TLS, {}),
@@ -34,7 +36,10 @@ RENDERS: dict[str, tuple[dict[str, Any], dict[str, str]]] = {
         {},
     ),
     "tls-other-release": ({**TLS, **OTHER_RELEASE_VALUES}, OTHER_RELEASE),
-    "tls-existing-secret": ({"tls": {"enabled": True, "existingSecret": EXISTING}}, {}),
+    "tls-existing-secret": (
+        {"tls": {"enabled": True, "existingSecret": EXISTING, "existingApiSecret": EXISTING_API}},
+        {},
+    ),
 }
 GENERATED = [name for name in RENDERS if name != "tls-existing-secret"]
 
@@ -383,6 +388,12 @@ def test_the_default_render_has_no_tls_anywhere(variant: str) -> None:
         "tls.crt",
         "ca.crt",
         "TLS is on",
+        "tls-api",
+        "SAGA_HTTP_TLS",
+        "HTTPS",
+        "https",
+        "SSL_CERT_FILE",
+        "--cacert",
     ):
         assert needle not in text, needle
     _, conf = _rabbitmq(rendered_)
@@ -393,3 +404,178 @@ def test_the_default_render_has_no_tls_anywhere(variant: str) -> None:
         assert not [v for v in workload.spec.get("volumes", []) if v["name"] in {"tls", "tls-ca", "hba"}]
     # What does carry TLS here: the same text has it once TLS is on (the check can see it).
     assert "sslmode=verify-full" in _everything(rendered("tls"))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# HTTPS on the APIs: the services serve it with a certificate of their own, every caller the chart routes follows
+
+SERVICES = ("order-service", "customer-service")
+
+
+def _env(rendered: Rendered, container: dict[str, Any]) -> dict[str, str | None]:
+    return {item["name"]: _value(rendered, item) for item in container.get("env", [])}
+
+
+def _api_secret_name(rendered: Rendered) -> str:
+    names = {
+        volume["secret"]["secretName"]
+        for component in SERVICES
+        for volume in rendered.workload(component).spec["volumes"]
+        if volume["name"] == "tls-api"
+    }
+    assert len(names) == 1, names
+    return names.pop()
+
+
+def _api_readers(rendered: Rendered) -> dict[str, set[str]]:
+    """component -> the keys of the APIs' Secret its pods mount (from any volume, under any name)."""
+    secret = _api_secret_name(rendered)
+    readers: dict[str, set[str]] = {}
+    for workload in rendered.workloads():
+        for volume in workload.spec.get("volumes", []):
+            source = volume.get("secret") or {}
+            if source.get("secretName") == secret:
+                readers.setdefault(workload.component, set()).update(item["key"] for item in source["items"])
+        for container in workload.containers():
+            for item in container.get("env", []):
+                ref = (item.get("valueFrom") or {}).get("secretKeyRef") or {}
+                assert ref.get("name") != secret, workload.name
+    return readers
+
+
+def _api_ca_in(rendered: Rendered, workload: Workload, container: dict[str, Any], path: str) -> None:
+    kind, name, source = mounted(workload, container, path)
+    assert (kind, name, source["key"]) == ("Secret", _api_secret_name(rendered), "ca.crt"), (workload.name, path)
+    assert [item["key"] for item in source["volume"]["secret"]["items"]] == ["ca.crt"], workload.name
+
+
+def _prometheus_jobs(rendered: Rendered) -> dict[str, dict[str, Any]]:
+    config = next(c for c in rendered.of_kind("ConfigMap") if "prometheus.yml" in c.get("data", {}))
+    return {job["job_name"]: job for job in yaml.safe_load(config["data"]["prometheus.yml"])["scrape_configs"]}
+
+
+def _api_sans(rendered: Rendered) -> set[str]:
+    certificate = _certificate(_secret(rendered, _api_secret_name(rendered), "tls.crt"))
+    names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return set(names.get_values_for_type(x509.DNSName))
+
+
+@pytest.mark.parametrize("name", RENDERS)
+def test_each_service_serves_https_from_its_mounted_certificate_and_its_probes_follow(name: str) -> None:
+    rendered_ = rendered(name)
+    for component in SERVICES:
+        workload = rendered_.workload(component)
+        container = workload.containers(init=False)[0]
+        env = _env(rendered_, container)
+        for variable, key in (("SAGA_HTTP_TLS_CERT_FILE", "tls.crt"), ("SAGA_HTTP_TLS_KEY_FILE", "tls.key")):
+            kind, secret, source = mounted(workload, container, env[variable])
+            assert (kind, secret, source["key"]) == ("Secret", _api_secret_name(rendered_), key), variable
+            assert source["mount"].get("readOnly") is True
+            # Read by the service's user: root-owned, group fsGroup (the pod's uid), no one else.
+            assert source["volume"]["secret"]["defaultMode"] == 0o440
+        assert workload.spec["securityContext"]["fsGroup"] == workload.spec["securityContext"]["runAsUser"]
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            assert container[probe]["httpGet"].get("scheme") == "HTTPS", (component, probe)
+            assert container[probe]["httpGet"]["port"] == "http"
+
+
+@pytest.mark.parametrize("name", RENDERS)
+def test_only_the_services_read_the_api_key_and_their_callers_its_ca(name: str) -> None:
+    readers = _api_readers(rendered(name))
+    assert readers == {
+        "order-service": {"tls.crt", "tls.key"},
+        "customer-service": {"tls.crt", "tls.key"},
+        "test": {"ca.crt"},
+        "prometheus": {"ca.crt"},
+    }
+
+
+@pytest.mark.parametrize("name", RENDERS)
+def test_the_helm_test_pod_calls_https_verifying_the_api_ca(name: str) -> None:
+    rendered_ = rendered(name)
+    workload = rendered_.workload("test")
+    container = workload.containers()[0]
+    env = _env(rendered_, container)
+    for variable, component in (("ORDER_URL", "order-service"), ("CUSTOMER_URL", "customer-service")):
+        url = urlsplit(env[variable])
+        assert url.scheme == "https", env[variable]
+        service = rendered_.get("Service", url.hostname.split(".")[0])
+        assert service["metadata"]["labels"]["app.kubernetes.io/component"] == component
+        if name != "tls-existing-secret":
+            assert url.hostname in _api_sans(rendered_)
+    # urllib (OpenSSL's default verify paths) reads SSL_CERT_FILE: the APIs' CA, and nothing else of that Secret.
+    _api_ca_in(rendered_, workload, container, env["SSL_CERT_FILE"])
+
+
+@pytest.mark.parametrize("name", RENDERS)
+def test_prometheus_scrapes_the_services_over_https_verifying_the_api_ca(name: str) -> None:
+    rendered_ = rendered(name)
+    jobs = _prometheus_jobs(rendered_)
+    services = jobs["saga-services"]
+    assert services["scheme"] == "https"
+    tls_config = services["tls_config"]
+    assert set(tls_config) == {"ca_file", "server_name"}, "verification on (no insecure_skip_verify)"
+    workload = rendered_.workload("prometheus")
+    _api_ca_in(rendered_, workload, workload.containers()[0], tls_config["ca_file"])
+    # Targets are pod IPs: the name checked is one the certificate carries (the Service's).
+    order_service = rendered_.workload("order-service").owner["metadata"]["name"]
+    assert tls_config["server_name"].startswith(f"{order_service}.")
+    if name != "tls-existing-secret":
+        assert tls_config["server_name"] in _api_sans(rendered_)
+    assert "scheme" not in jobs["rabbitmq"] and "tls_config" not in jobs["rabbitmq"]
+
+
+@pytest.mark.parametrize("name", GENERATED)
+def test_the_api_certificate_names_both_services_and_chains_to_the_generated_ca(name: str) -> None:
+    rendered_ = rendered(name)
+    api = _api_secret_name(rendered_)
+    secret = rendered_.get("Secret", api)
+    assert api == f"{_tls_secret_name(rendered_)}-api"
+    assert secret["type"] == "kubernetes.io/tls" and set(secret["data"]) == {"ca.crt", "tls.crt", "tls.key"}
+    assert _secret(rendered_, api, "ca.crt") == _secret(rendered_, _tls_secret_name(rendered_), "ca.crt")
+    ca = _certificate(_secret(rendered_, api, "ca.crt"))
+    server = _certificate(_secret(rendered_, api, "tls.crt"))
+    server.verify_directly_issued_by(ca)
+    assert ExtendedKeyUsageOID.SERVER_AUTH in server.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    key = serialization.load_pem_private_key(_secret(rendered_, api, "tls.key").encode(), None)
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    assert key.public_key().public_bytes(*spki) == server.public_key().public_bytes(*spki)
+    sans = _api_sans(rendered_)
+    test_env = _env(rendered_, rendered_.workload("test").containers()[0])
+    for variable in ("ORDER_URL", "CUSTOMER_URL"):
+        fqdn = urlsplit(test_env[variable]).hostname
+        service, ns = fqdn.split(".")[:2]
+        assert {fqdn, service, f"{service}.{ns}", f"{service}.{ns}.svc"} <= sans, (variable, sans)
+    # Not the databases' or the broker's names: that certificate is another (its key on other pods).
+    assert not any("-db" in n or "rabbitmq" in n for n in sans)
+    assert set(secret["metadata"]["annotations"]["saga/dns-names"].split(",")) == sans
+
+
+def test_an_existing_api_secret_is_mounted_and_none_is_generated() -> None:
+    rendered_ = rendered("tls-existing-secret")
+    assert _api_secret_name(rendered_) == EXISTING_API
+    assert rendered_.find("Secret", "saga-tls-api") is None
+    notes = " ".join(rendered_.notes.split())
+    assert f"get secret {EXISTING_API} -o jsonpath" in notes
+
+
+def test_an_existing_secret_needs_an_existing_api_secret_and_tls_enabled() -> None:
+    with pytest.raises(Exception, match=re.escape("tls.existingSecret needs tls.existingApiSecret too")):
+        render({"tls": {"enabled": True, "existingSecret": EXISTING}})
+    with pytest.raises(Exception, match=re.escape("tls.existingApiSecret is used only with tls.enabled=true")):
+        render({"tls": {"existingApiSecret": EXISTING_API}})
+    # A Secret of yours for the APIs only: the chart's CA still serves the databases and the broker.
+    rendered_ = render({"tls": {"enabled": True, "existingApiSecret": EXISTING_API}})
+    assert _api_secret_name(rendered_) == EXISTING_API and rendered_.find("Secret", "saga-tls") is not None
+    assert rendered_.find("Secret", "saga-tls-api") is None
+
+
+def test_notes_curl_the_apis_over_https_with_their_ca() -> None:
+    notes = rendered("tls").notes
+    host = "saga-order-service.saga.svc.cluster.local"
+    assert "get secret saga-tls-api -o jsonpath='{.data.ca\\.crt}' | base64 -d > saga-api-ca.crt" in notes
+    curls = [line for line in notes.splitlines() if "curl" in line]
+    assert len(curls) == 2
+    for line in curls:
+        assert f"--cacert saga-api-ca.crt --resolve {host}:8001:127.0.0.1" in line
+        assert f"https://{host}:8001/orders/" in line and "http://" not in line

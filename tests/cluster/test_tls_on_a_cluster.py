@@ -1,11 +1,17 @@
 """The chart's `tls.enabled` on the real cluster, after the main release is gone: a release whose databases and
-brokers speak TLS only (certificates the chart generates), installed with `--wait`, its `helm test` saga
-fulfilled, and every connection the services hold encrypted, seen from the servers themselves."""
+brokers speak TLS only and whose APIs speak HTTPS only (certificates the chart generates), installed with `--wait`
+(so the HTTPS probes pass), its `helm test` saga fulfilled over HTTPS, every connection the services hold
+encrypted, seen from the servers themselves, the APIs answering a client that verifies the release's CA and no
+other, and Prometheus scraping both services over HTTPS."""
 
 from __future__ import annotations
 
+import base64
+import ssl
 from collections.abc import Iterator
+from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.support.cluster import FIGURES, TAG, ClusterFailure, ClusterUnderTest, say
@@ -36,6 +42,60 @@ def test_a_saga_runs_with_tls_on_every_hop(tls_release: ClusterUnderTest) -> Non
     if result.returncode != 0:
         raise ClusterFailure(f"helm test failed: {result.stderr or result.stdout}\n{tls_release.diagnose(NAMESPACE)}")
     assert "fulfilled" in result.stdout, result.stdout
+    # Over HTTPS: the test pod (kept after its run) called the APIs at https:// URLs, verifying the release's CA.
+    pod = tls_release.kubectl_json("get", "pod", f"{RELEASE}-test", "--namespace", NAMESPACE)
+    env = {item["name"]: item.get("value") for item in pod["spec"]["containers"][0]["env"]}
+    assert env["ORDER_URL"].startswith("https://") and env["CUSTOMER_URL"].startswith("https://"), env
+    assert env["SSL_CERT_FILE"], env
+
+
+@pytest.fixture(scope="module")
+def api_ca(tls_release: ClusterUnderTest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The CA of the APIs' certificate, as NOTES.txt tells a user to fetch it."""
+    secret = tls_release.kubectl_json("get", "secret", f"{RELEASE}-tls-api", "--namespace", NAMESPACE)
+    path = tmp_path_factory.mktemp("api-ca") / "ca.crt"
+    path.write_bytes(base64.b64decode(secret["data"]["ca.crt"]))
+    return path
+
+
+@pytest.mark.parametrize(("service", "port"), [("order-service", 8001), ("customer-service", 8002)])
+def test_the_api_answers_https_verified_with_the_release_ca_and_nothing_else(
+    tls_release: ClusterUnderTest, api_ca: Path, service: str, port: int
+) -> None:
+    name = f"{RELEASE}-{service}"
+    with tls_release.port_forward(NAMESPACE, f"svc/{name}", port) as local:
+        url = f"https://127.0.0.1:{local}/healthz"
+        # The certificate names the Service, not 127.0.0.1: the TLS client checks the Service's name (curl's
+        # --resolve in NOTES.txt does the same).
+        as_the_service = {"sni_hostname": name}
+        with httpx.Client(verify=ssl.create_default_context(cafile=api_ca), timeout=10) as verifying:
+            verified = verifying.get(url, extensions=as_the_service)
+            assert verified.status_code == 200, verified.text
+            with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+                verifying.get(url)  # 127.0.0.1 is not a name of the certificate
+        say(f"{name}: answered over TLS, verified with {RELEASE}-tls-api's ca.crt for the name {name}")
+        with httpx.Client(timeout=10) as public_cas_only, pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY"):
+            public_cas_only.get(url, extensions=as_the_service)
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"http://127.0.0.1:{local}/healthz", timeout=10)  # plain HTTP: no HTTP answer
+
+
+def test_prometheus_scrapes_both_services_over_https(tls_release: ClusterUnderTest) -> None:
+    with tls_release.port_forward(NAMESPACE, f"svc/{RELEASE}-prometheus", 9090) as local:
+
+        def targets() -> list[dict]:
+            answer = httpx.get(f"http://127.0.0.1:{local}/api/v1/targets", params={"state": "active"}, timeout=10)
+            return [t for t in answer.json()["data"]["activeTargets"] if t["labels"].get("job") == "saga-services"]
+
+        found = tls_release.wait_for(
+            "Prometheus's saga-services targets all up",
+            targets,
+            until=lambda ts: len(ts) >= 2 and all(t["health"] == "up" for t in ts),
+            timeout=120,
+        )
+    say(f"Prometheus scrapes {[t['scrapeUrl'] for t in found]}")
+    assert {t["labels"]["service"] for t in found} == {"order-service", "customer-service"}
+    assert all(t["scrapeUrl"].startswith("https://") for t in found), found
 
 
 @pytest.mark.parametrize(("pod", "database"), [("saga-order-db-0", "orders"), ("saga-customer-db-0", "customers")])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import asyncpg
 import httpx
@@ -15,11 +16,16 @@ from tests.support.saga_client import SagaClient
 
 @contextmanager
 def both_services(
-    env: SagaEnvironment, extra_env: dict[str, str] | None = None
+    env: SagaEnvironment, extra_env: dict[str, str] | None = None, tls_ca: Path | None = None
 ) -> Iterator[tuple[ServiceProcess, ServiceProcess]]:
-    """(order, customer) running as processes on `env`; stopped gracefully at the end."""
-    customer = ServiceProcess("customer_service", env.databases.customer_url, env.broker_url, extra_env=extra_env or {})
-    order = ServiceProcess("order_service", env.databases.order_url, env.broker_url, extra_env=extra_env or {})
+    """(order, customer) running as processes on `env`; stopped gracefully at the end. With `tls_ca`, extra_env
+    gives them a certificate signed by it: their APIs are HTTPS, verified with that CA."""
+    customer = ServiceProcess(
+        "customer_service", env.databases.customer_url, env.broker_url, extra_env=extra_env or {}, tls_ca=tls_ca
+    )
+    order = ServiceProcess(
+        "order_service", env.databases.order_url, env.broker_url, extra_env=extra_env or {}, tls_ca=tls_ca
+    )
     customer.start()
     try:
         order.start()

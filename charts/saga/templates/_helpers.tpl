@@ -274,6 +274,12 @@ pod and `make token` read it, no service does. */}}
 {{- if and .Values.tls.existingSecret (not .Values.tls.enabled) }}
 {{- fail "tls.existingSecret is used only with tls.enabled=true: set both, or neither" }}
 {{- end }}
+{{- if and .Values.tls.existingApiSecret (not .Values.tls.enabled) }}
+{{- fail "tls.existingApiSecret is used only with tls.enabled=true: set both, or neither" }}
+{{- end }}
+{{- if and .Values.tls.enabled .Values.tls.existingSecret (not .Values.tls.existingApiSecret) }}
+{{- fail "tls.existingSecret needs tls.existingApiSecret too: the chart has no CA to issue the APIs' certificate from (docs/security.md#tls)" }}
+{{- end }}
 {{- if eq (mod (int .Values.rabbitmq.replicas) 2) 0 }}
 {{- fail (printf "rabbitmq.replicas=%d: use an odd number (1, 3, 5, ...) so that quorum queues can keep a majority" (int .Values.rabbitmq.replicas)) }}
 {{- end }}

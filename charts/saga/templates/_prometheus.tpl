@@ -22,6 +22,14 @@ prometheus.yml: |
                           (dict "name" "rabbitmq" "components" "rabbitmq" "port" "prometheus") }}
     - job_name: {{ $job.name }}
       metrics_path: /metrics
+      {{- if and (eq $job.name "saga-services") $root.Values.tls.enabled }}
+      # The APIs serve HTTPS: verified against their CA. Targets are pod IPs, which the certificate does not
+      # name; it names both services' Services, so any of those names is the one to check it for.
+      scheme: https
+      tls_config:
+        ca_file: {{ printf "%s/ca.crt" (include "saga.tls.apiDir" $root) }}
+        server_name: {{ include "saga.tls.apiDnsNames" $root | fromJsonArray | first }}
+      {{- end }}
       kubernetes_sd_configs:
         - role: pod
           namespaces:

@@ -97,6 +97,7 @@ def _serve(settings: ServiceSettings, app_factory: str, host: str | None, port: 
 
     from saga_common.web.limits import protocol_class
 
+    settings.check_http_tls_files()
     uvicorn.run(
         app_factory,
         factory=True,
@@ -112,5 +113,8 @@ def _serve(settings: ServiceSettings, app_factory: str, host: str | None, port: 
             max_head_bytes=settings.http_max_header_bytes, request_timeout_s=settings.http_request_timeout_s
         ),
         timeout_keep_alive=settings.http_keepalive_timeout_s,
+        # TLS is done by the event loop's transport below `http=`: the protocol sees decrypted bytes only.
+        ssl_certfile=settings.http_tls_cert_file,
+        ssl_keyfile=settings.http_tls_key_file,
         lifespan="on",
     )

@@ -7,6 +7,7 @@ has no field here.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -51,6 +52,13 @@ class ServiceSettings(BaseSettings):
 
     http_host: str = "0.0.0.0"
     http_port: int = Field(8000, ge=1, le=65535)
+    # HTTPS on the service's own listener (both or neither; docs/security.md#tls). The asyncio loop does TLS below
+    # the HTTP protocol, so the request bounds below hold unchanged.
+    http_tls_cert_file: Path | None = Field(
+        None,
+        description="PEM certificate (chain) the API serves HTTPS with, with SAGA_HTTP_TLS_KEY_FILE; unset: HTTP.",
+    )
+    http_tls_key_file: Path | None = Field(None, description="The PEM private key of SAGA_HTTP_TLS_CERT_FILE.")
     # Bounds on what one client can make the process hold (saga_common.web.limits, docs/security.md).
     http_max_body_bytes: int = Field(
         64 * 1024, ge=1024, description="Largest request body; a larger one is refused with 413 before it is read."
@@ -226,6 +234,30 @@ class ServiceSettings(BaseSettings):
                 "DATABASE_URL uses a development password; set a real secret when SAGA_ENVIRONMENT=production"
             )
         return self
+
+    @model_validator(mode="after")
+    def _tls_certificate_with_its_key(self) -> ServiceSettings:
+        if (self.http_tls_cert_file is None) != (self.http_tls_key_file is None):
+            given, missing = (
+                ("SAGA_HTTP_TLS_CERT_FILE", "SAGA_HTTP_TLS_KEY_FILE")
+                if self.http_tls_key_file is None
+                else ("SAGA_HTTP_TLS_KEY_FILE", "SAGA_HTTP_TLS_CERT_FILE")
+            )
+            raise ValueError(f"{given} is set without {missing}: HTTPS needs both (neither: plain HTTP)")
+        return self
+
+    @property
+    def http_tls(self) -> bool:
+        return self.http_tls_cert_file is not None
+
+    def check_http_tls_files(self) -> None:
+        """Serving HTTPS needs both files readable (checked apart: the other commands serve nothing)."""
+        for name, path in (
+            ("SAGA_HTTP_TLS_CERT_FILE", self.http_tls_cert_file),
+            ("SAGA_HTTP_TLS_KEY_FILE", self.http_tls_key_file),
+        ):
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name}: {path} is not a file")
 
     @property
     def authentication_on(self) -> bool:

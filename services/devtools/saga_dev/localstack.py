@@ -19,6 +19,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -266,10 +267,16 @@ class ServiceProcess:
     extra_env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    # The CA of the certificate in extra_env's SAGA_HTTP_TLS_CERT_FILE: the API is then HTTPS, verified with it.
+    tls_ca: Path | None = None
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls_ca else 'http'}://127.0.0.1:{self.port}"
+
+    def verify(self) -> ssl.SSLContext | bool:
+        """What an httpx client of this process verifies its API with."""
+        return ssl.create_default_context(cafile=self.tls_ca) if self.tls_ca else True
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SAGA_"))}
@@ -299,11 +306,12 @@ class ServiceProcess:
 
     def wait_ready(self, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
+        verify = self.verify()
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"{self.module} exited with {self.process.returncode}:\n{self.log_tail()}")
             try:
-                if httpx.get(f"{self.base_url}/readyz", timeout=1).status_code == 200:
+                if httpx.get(f"{self.base_url}/readyz", timeout=1, verify=verify).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
