@@ -168,12 +168,13 @@ class _LingeringClose:
     def close(self) -> None:
         if self.is_closing():
             return
-        if not self._request_unread():  # the usual close, after a whole request: nothing to wait for
+        # The usual close, after a whole request, has nothing to wait for. TLS cannot half-close: a client reading
+        # to the end would wait out the whole linger for want of a FIN, so there it closes at once too.
+        if not self._request_unread() or not self._transport.can_write_eof():
             self._transport.close()
             return
         self.lingering = True
-        if self._transport.can_write_eof():  # TLS cannot half-close: the answer's Content-Length ends it there
-            self._transport.write_eof()
+        self._transport.write_eof()
         self._transport.resume_reading()
         asyncio.get_running_loop().call_later(self.LINGER_S, self._transport.close)
 
