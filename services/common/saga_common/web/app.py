@@ -72,6 +72,9 @@ def create_service_app(
         description=description,
         version="1.0.0",
         lifespan=lifespan,
+        # FastAPI's own OpenTelemetry server spans would be a second root span per request beside ours
+        # (server_spans.py), made for unsampled requests too; its metrics and logs go to providers we never set.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
         # FastAPI's own answer to a JSON body that is not UTF-8: documented, so clients (and schemathesis) know it.
         responses={
             400: {"model": Problem, "description": "The request body cannot be read (e.g. not UTF-8)"},
