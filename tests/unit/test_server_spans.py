@@ -8,15 +8,13 @@ import pytest
 from fastapi import FastAPI, HTTPException
 from opentelemetry import trace
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased, TraceIdRatioBased
 from opentelemetry.trace import SpanKind, StatusCode
 
 from saga_common.observability import tracing
-from saga_common.web import server_spans
 from saga_common.web.server_spans import ServerSpans
+from tests.support.memory_tracing import memory_tracing
 
 pytestmark = pytest.mark.unit
 
@@ -27,16 +25,7 @@ UNSAMPLED_PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
 @pytest.fixture
 def exporter(request, monkeypatch) -> Iterator[InMemorySpanExporter]:
     """Tracing on with the sampler the test names (parent-based, always on by default)."""
-    sampler = getattr(request, "param", ParentBased(ALWAYS_ON))
-    provider = TracerProvider(sampler=sampler)
-    exported = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exported))
-    monkeypatch.setattr(server_spans, "_tracer", provider.get_tracer("test"))
-    monkeypatch.setattr(tracing, "_tracer", provider.get_tracer("test"))
-    monkeypatch.setattr(tracing._State, "enabled", True)
-    monkeypatch.setattr(tracing._State, "provider", provider)
-    monkeypatch.setattr(tracing._State, "parent_decides", tracing._drops_unsampled_parents(sampler))
-    monkeypatch.setattr(tracing._State, "fields", frozenset({"traceparent", "tracestate", "baggage"}))
+    provider, exported = memory_tracing(monkeypatch, getattr(request, "param", ParentBased(ALWAYS_ON)))
     yield exported
     provider.shutdown()
 
