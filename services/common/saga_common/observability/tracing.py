@@ -24,6 +24,7 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled, suppress_instrumentation
 from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 log = logging.getLogger(__name__)
@@ -277,11 +278,11 @@ def only_span(span: Span) -> Iterator[None]:
 def untraced() -> Iterator[None]:
     """Background work (relay polling, probes, gauges) must not start a trace of its own per round: the
     database instrumentation would make every poll a root span in Jaeger."""
-    if not _State.enabled:
+    # Already off (an unsampled request or message, a batch's own statements): nothing to switch, and most
+    # calls come from there; switching costs three context managers and a context copy.
+    if not _State.enabled or not is_instrumentation_enabled():
         yield
         return
-    from opentelemetry.instrumentation.utils import suppress_instrumentation
-
     with suppress_instrumentation():
         yield
 
