@@ -331,3 +331,17 @@ async def test_with_sampling_a_sampled_saga_is_whole_and_an_unsampled_one_export
     finally:
         order_service.stop()
         customer_service.stop()
+
+
+async def test_a_request_makes_one_server_span(saga, otlp_receiver):
+    """Ours: FastAPI's native telemetry would add a second server span, a root of a trace of its own."""
+    customer = await saga.create_customer("100.00")
+    order = await saga.create_order(customer, "1.00")
+    response = await saga.http.get(f"{saga.order_url}/orders/{order['id']}")
+    span_id = response.headers["traceparent"].split("-")[2]
+    path = f"/orders/{order['id']}"
+    otlp_receiver.wait_for(lambda: any(s.span_id == span_id for s in otlp_receiver.spans))
+    await asyncio.sleep(1.0)  # the exporters' batch delay: a second span of the request would have arrived
+    servers = [s for s in otlp_receiver.spans if s.kind == "server" and s.attributes.get("url.path") == path]
+    assert [(s.span_id, s.name) for s in servers] == [(span_id, "GET /orders/{order_id}")]
+    assert servers[0].attributes["http.response.status_code"] == 200

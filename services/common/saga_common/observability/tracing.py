@@ -18,13 +18,14 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
-from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled, suppress_instrumentation
+from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,11 @@ _tracer = trace.get_tracer("saga")
 class _State:
     enabled = False
     provider: Any = None
+    # True when the sampler always drops a span whose parent is not sampled (the parent-based samplers
+    # OTEL_TRACES_SAMPLER names): such spans are then made here, without the sampler or their attributes.
+    parent_decides = False
+    # The header names the configured propagators read (traceparent, tracestate, baggage by default).
+    fields: frozenset[str] = frozenset()
 
 
 def tracing_enabled() -> bool:
@@ -67,9 +73,45 @@ def configure_tracing(default_service_name: str) -> bool:
     provider.add_span_processor(BatchSpanProcessor(_otlp_exporter()))
     trace.set_tracer_provider(provider)
     _State.provider = provider
+    _State.parent_decides = _drops_unsampled_parents(provider.sampler)
+    _State.fields = frozenset(propagate.get_global_textmap().fields)
     _State.enabled = True
     log.info("tracing on: OTLP export to %s", endpoint)
     return True
+
+
+def _drops_unsampled_parents(sampler: Any) -> bool:
+    """Whether `sampler` drops every span under an unsampled parent, asked the way the SDK asks it."""
+    from opentelemetry.sdk.trace.sampling import Decision, ParentBased
+
+    if not isinstance(sampler, ParentBased):
+        return False
+    for remote in (True, False):
+        for trace_id in (1, 2**127, 2**128 - 1):
+            parent = SpanContext(trace_id, 1, is_remote=remote, trace_flags=TraceFlags(TraceFlags.DEFAULT))
+            context = trace.set_span_in_context(NonRecordingSpan(parent), otel_context.Context())
+            if sampler.should_sample(context, trace_id, "probe").decision is not Decision.DROP:
+                return False
+    return True
+
+
+def start_span(
+    name: str,
+    *,
+    context: otel_context.Context | None,
+    kind: SpanKind,
+    attributes: Callable[[], dict[str, Any]],
+    links: Sequence[Link] = (),
+) -> Span:
+    """`tracer.start_span`, except that under an unsampled parent (with a parent-based sampler) the span is
+    made at once, non-recording, as the SDK would make it: a new span id, the parent's trace id, flags and
+    trace state, so the unsampled decision travels on. `attributes` is only called for a span that may record."""
+    parent = trace.get_current_span(context).get_span_context()
+    if _State.parent_decides and parent.is_valid and not parent.trace_flags.sampled:
+        span_id = _State.provider.id_generator.generate_span_id()
+        flags = TraceFlags(parent.trace_flags & TraceFlags.RANDOM_TRACE_ID)
+        return NonRecordingSpan(SpanContext(parent.trace_id, span_id, False, flags, parent.trace_state))
+    return _tracer.start_span(name, context=context, kind=kind, links=links, attributes=attributes())
 
 
 def _otlp_exporter() -> Any:
@@ -115,7 +157,9 @@ def trace_id_of(traceparent: str | None) -> str | None:
 
 
 def context_from(carrier: Mapping[str, Any] | None) -> otel_context.Context:
-    return propagate.extract({k: str(v) for k, v in (carrier or {}).items()})
+    """The trace context in message headers (or a stored row's): only the propagators' own fields are read."""
+    fields = _State.fields
+    return propagate.extract({k: str(v) for k, v in (carrier or {}).items() if not fields or k in fields})
 
 
 def _messaging_attributes(
@@ -144,12 +188,12 @@ def start_create_span(
     links: Sequence[Link] = (),
 ) -> Span:
     """The outbox write: the message is created inside the business transaction."""
-    return _tracer.start_span(
+    return start_span(
         f"create {routing_key}",
         context=parent,
         kind=SpanKind.PRODUCER,
         links=links,
-        attributes=_messaging_attributes(
+        attributes=lambda: _messaging_attributes(
             operation="create",
             operation_type="create",
             exchange=exchange,
@@ -164,11 +208,11 @@ def start_publish_span(
     *, exchange: str, routing_key: str, message_id: str, order_id: int, stored_headers: Mapping[str, Any] | None
 ) -> Span:
     """The relay's publish, continuing the context stored with the outbox row."""
-    return _tracer.start_span(
+    return start_span(
         f"publish {routing_key}",
         context=context_from(stored_headers),
         kind=SpanKind.PRODUCER,
-        attributes=_messaging_attributes(
+        attributes=lambda: _messaging_attributes(
             operation="publish",
             operation_type="send",
             exchange=exchange,
@@ -196,16 +240,20 @@ def start_consume_span(
         parent, links = otel_context.Context(), ([Link(producer)] if producer.is_valid else [])
     else:
         parent, links = producer_context, []
-    attributes = _messaging_attributes(
-        operation="process",
-        operation_type="process",
-        exchange=exchange,
-        routing_key=routing_key,
-        message_id=message_id,
-        order_id=order_id,
-    )
-    attributes["messaging.destination.subscription.name"] = queue
-    return _tracer.start_span(
+
+    def attributes() -> dict[str, Any]:
+        named = _messaging_attributes(
+            operation="process",
+            operation_type="process",
+            exchange=exchange,
+            routing_key=routing_key,
+            message_id=message_id,
+            order_id=order_id,
+        )
+        named["messaging.destination.subscription.name"] = queue
+        return named
+
+    return start_span(
         f"process {routing_key}", context=parent, kind=SpanKind.CONSUMER, links=links, attributes=attributes
     )
 
@@ -227,26 +275,14 @@ def only_span(span: Span) -> Iterator[None]:
 
 
 @contextmanager
-def sampled_only() -> Iterator[None]:
-    """Run a request's work with the instrumentations off unless its trace is sampled (decided once, by the
-    server span at the edge). Our own spans still start, non-recording, so the unsampled decision travels on
-    in every `traceparent`: downstream services follow it instead of sampling parts of the saga on their own."""
-    if not _State.enabled or trace.get_current_span().is_recording():
-        yield
-        return
-    with untraced():
-        yield
-
-
-@contextmanager
 def untraced() -> Iterator[None]:
     """Background work (relay polling, probes, gauges) must not start a trace of its own per round: the
     database instrumentation would make every poll a root span in Jaeger."""
-    if not _State.enabled:
+    # Already off (an unsampled request or message, a batch's own statements): nothing to switch, and most
+    # calls come from there; switching costs three context managers and a context copy.
+    if not _State.enabled or not is_instrumentation_enabled():
         yield
         return
-    from opentelemetry.instrumentation.utils import suppress_instrumentation
-
     with suppress_instrumentation():
         yield
 

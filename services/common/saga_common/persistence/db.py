@@ -26,6 +26,7 @@ from asyncpg.transaction import Transaction
 
 from saga_common.observability.tracing import tracing_enabled, untraced
 from saga_common.persistence.outbox import write_events
+from saga_common.persistence.traced import TracedConnection
 from saga_common.persistence.unit_of_work import UnitOfWork
 from saga_common.settings import ServiceSettings
 
@@ -38,11 +39,6 @@ def create_pool(settings: ServiceSettings) -> asyncpg.Pool:
     """The process's pool, to be initialised with `await pool`: up to `SAGA_DB_POOL_SIZE` connections, opened
     on first use (a service starts while its database is down), closed after 5 minutes idle (asyncpg's
     default)."""
-    if tracing_enabled():
-        from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
-
-        if not AsyncPGInstrumentor().is_instrumented_by_opentelemetry:
-            AsyncPGInstrumentor().instrument()
     return asyncpg.create_pool(
         settings.database_url,
         min_size=0,
@@ -53,6 +49,8 @@ def create_pool(settings: ServiceSettings) -> asyncpg.Pool:
             "application_name": settings.service_name,
         },
         reset=_keep_session,
+        # With tracing on, a database span per statement (traced.py); without it, asyncpg's own class.
+        connection_class=TracedConnection if tracing_enabled() else asyncpg.Connection,
     )
 
 

@@ -13,11 +13,9 @@ from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from opentelemetry import trace
 from prometheus_client import REGISTRY
 from prometheus_client.exposition import choose_encoder
 from pydantic import BaseModel
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from saga_common.observability import tracing
 from saga_common.observability.logs import configure_logging
@@ -27,11 +25,12 @@ from saga_common.runtime import ServiceRuntime, ServiceSpec
 from saga_common.settings import ServiceSettings
 from saga_common.web.auth import AUTH_RESPONSES, AuthenticateFirst, Authenticator
 from saga_common.web.limits import BodyLimit, ConcurrencyLimit
+from saga_common.web.server_spans import ServerSpans
 from saga_common.web.strings import encodable
 
 log = logging.getLogger(__name__)
 
-UNTRACED_PATHS = "healthz,readyz,metrics"
+UNTRACED_PATHS = ("/healthz", "/readyz", "/metrics")
 
 
 class Problem(BaseModel):
@@ -73,6 +72,9 @@ def create_service_app(
         description=description,
         version="1.0.0",
         lifespan=lifespan,
+        # FastAPI's own OpenTelemetry server spans would be a second root span per request beside ours
+        # (server_spans.py), made for unsampled requests too; its metrics and logs go to providers we never set.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
         # FastAPI's own answer to a JSON body that is not UTF-8: documented, so clients (and schemathesis) know it.
         responses={
             400: {"model": Problem, "description": "The request body cannot be read (e.g. not UTF-8)"},
@@ -95,7 +97,6 @@ def create_service_app(
     app.include_router(health_router(spec.name))
     for router in routers:
         app.include_router(router)
-    app.add_middleware(TraceparentResponseHeader)
     # The last added runs first: the metrics see every answer; then the cheapest refusals, before any work:
     # too many requests in progress, a body too large, no valid token (none of them reads the body).
     app.add_middleware(AuthenticateFirst, service_app=app)
@@ -103,12 +104,9 @@ def create_service_app(
     app.add_middleware(ConcurrencyLimit, limit=settings.http_max_concurrent_requests, retry_after_s=RETRY_AFTER_S)
     app.add_middleware(HttpMetricsMiddleware)
     if tracing_on:
-        # Inside the instrumentation's server span, outside everything else: an unsampled request does no span work.
-        app.add_middleware(SampledOnly)
-        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
-
-        # No "http receive"/"http send" child spans: two spans per request that say nothing about the saga.
-        FastAPIInstrumentor.instrument_app(app, excluded_urls=UNTRACED_PATHS, exclude_spans=["receive", "send"])
+        # Outside everything else: the metrics' exemplars and the log lines see the request's span, and an
+        # unsampled request runs every middleware with the instrumentations off.
+        app.add_middleware(ServerSpans, untraced_paths=UNTRACED_PATHS)
     return app
 
 
@@ -191,40 +189,6 @@ def health_router(service: str) -> APIRouter:
         return Response(encoder(REGISTRY), media_type=content_type)
 
     return router
-
-
-class SampledOnly:
-    """A request whose trace is not sampled runs with the instrumentations off (no database spans made only to
-    be dropped); the sampling was decided once, by the server span of the request."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        with tracing.sampled_only():
-            await self.app(scope, receive, send)
-
-
-class TraceparentResponseHeader:
-    """Return the request's `traceparent`, so a client can go from a response to its trace."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not tracing.tracing_enabled():
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_header(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                traceparent = tracing.current_traceparent()
-                if traceparent and trace.get_current_span().get_span_context().is_valid:
-                    message.setdefault("headers", [])
-                    message["headers"] = [*message["headers"], (b"traceparent", traceparent.encode())]
-            await send(message)
-
-        await self.app(scope, receive, send_with_header)
 
 
 # Async on purpose: FastAPI runs a plain `def` dependency in a worker thread, a thread hop per request.
