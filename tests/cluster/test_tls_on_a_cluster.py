@@ -68,11 +68,15 @@ def test_the_api_answers_https_verified_with_the_release_ca_and_nothing_else(
         # The certificate names the Service, not 127.0.0.1: the TLS client checks the Service's name (curl's
         # --resolve in NOTES.txt does the same).
         as_the_service = {"sni_hostname": name}
-        with httpx.Client(verify=ssl.create_default_context(cafile=api_ca), timeout=10) as verifying:
+        release_ca = ssl.create_default_context(cafile=api_ca)
+        with httpx.Client(verify=release_ca, timeout=10) as verifying:
             verified = verifying.get(url, extensions=as_the_service)
             assert verified.status_code == 200, verified.text
+        # A client of its own: httpx pools connections by address, so the first client would reuse the connection
+        # already verified for the Service's name instead of making a handshake that checks 127.0.0.1.
+        with httpx.Client(verify=release_ca, timeout=10) as by_address:
             with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
-                verifying.get(url)  # 127.0.0.1 is not a name of the certificate
+                by_address.get(url)  # 127.0.0.1 is not a name of the certificate
         say(f"{name}: answered over TLS, verified with {RELEASE}-tls-api's ca.crt for the name {name}")
         with httpx.Client(timeout=10) as public_cas_only, pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY"):
             public_cas_only.get(url, extensions=as_the_service)
