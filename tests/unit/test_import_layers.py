@@ -10,9 +10,20 @@ pytestmark = pytest.mark.unit
 
 SERVICES = Path(__file__).parents[2] / "services"
 # saga_common's layers, lowest first: a module may import its own layer and the ones before it. The settings
-# (and the redaction of the secrets they hold) are read by every layer; the runtime composes the layers below
-# it; the web app builds the runtime; the service CLI runs the app.
-LAYERS = ["redaction", "settings", "contract", "observability", "persistence", "messaging", "runtime", "web", "cli"]
+# (and the redaction of the secrets they hold) and the shutdown's time bounds serve every layer; the runtime
+# composes the layers below it; the web app builds the runtime; the service CLI runs the app.
+LAYERS = [
+    "redaction",
+    "timeouts",
+    "settings",
+    "contract",
+    "observability",
+    "persistence",
+    "messaging",
+    "runtime",
+    "web",
+    "cli",
+]
 
 
 def _modules() -> dict[str, Path]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,7 @@ from saga_common.persistence.migrations import SchemaHistory, current_revision
 from saga_common.persistence.notifications import PgListener
 from saga_common.persistence.outbox import NOTIFY_CHANNEL
 from saga_common.settings import ServiceSettings
+from saga_common.timeouts import wait_at_most
 
 log = logging.getLogger(__name__)
 
@@ -168,26 +170,32 @@ class ServiceRuntime:
         log.info("%s started", self.spec.name)
 
     async def stop(self) -> None:
+        """Drain, publish what the drain produced, close. Every step is bounded with `wait_at_most`, so SIGTERM
+        ends within the pod's grace period even when a library's close never returns."""
+        began = time.monotonic()
         if self.consumer is not None:
             await self.consumer.stop(self.settings.drain_timeout_s)
         if self.relay is not None and self._relay_task is not None:
             await self.relay.stop()
-            await _bounded(self._relay_task, 10)
+            try:
+                await wait_at_most(self._relay_task, 10)  # cancelled past that
+            except TimeoutError:
+                log.warning("the outbox relay did not stop within 10 s")
+            except Exception:
+                log.exception("the outbox relay failed")
             # One last round, so the outcomes of the messages just drained leave with us.
             try:
-                await asyncio.wait_for(self.relay.publish_batch(), 5)
+                await wait_at_most(self.relay.publish_batch(), 5)
             except Exception as exc:  # noqa: BLE001 - another replica or our next start publishes them
                 log.info("final outbox round skipped: %s", exc)
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await _cancel_all(self._tasks, within_s=5)
         await self.broker.close()
         if self._pool_started:
             try:
-                await asyncio.wait_for(self.pool.close(), 10)
+                await wait_at_most(self.pool.close(), 10)
             except TimeoutError:
                 self.pool.terminate()
-        log.info("%s stopped", self.spec.name)
+        log.info("%s stopped in %.1f s", self.spec.name, time.monotonic() - began)
 
     def readiness(self) -> dict[str, str | None]:
         """Each check's problem, None when it passes: the service is ready when every value is None."""
@@ -250,10 +258,15 @@ async def _refresh_queue_depths(session: Session, work_queue: str, dead_letter_q
         await channel.close()
 
 
-async def _bounded(task: asyncio.Task[None], seconds: float) -> None:
-    try:
-        await asyncio.wait_for(asyncio.shield(task), seconds)
-    except TimeoutError:
+async def _cancel_all(tasks: list[asyncio.Task[None]], within_s: float) -> None:
+    """Cancel the background tasks and wait for them at most `within_s`; name the ones that did not end."""
+    if not tasks:
+        return
+    for task in tasks:
         task.cancel()
-    except Exception:
-        log.exception("background task failed")
+    done, stuck = await asyncio.wait(tasks, timeout=within_s)
+    for task in done:
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("background task %s had failed: %r", task.get_name(), task.exception())
+    for task in stuck:
+        log.warning("background task %s still running %g s after its cancellation", task.get_name(), within_s)

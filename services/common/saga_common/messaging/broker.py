@@ -23,6 +23,7 @@ from yarl import URL
 from saga_common.contract.topology import Topology
 from saga_common.observability import metrics
 from saga_common.settings import redact_url
+from saga_common.timeouts import wait_at_most
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +174,7 @@ class Broker:
         log.warning("renewing the RabbitMQ session to %s: %s", redact_url(session.url), reason)
         try:
             # Its close callback marks the session lost: the whole session is rebuilt in a known state.
-            await asyncio.wait_for(session.publish_channel.close(), 5)
+            await wait_at_most(session.publish_channel.close(), 5)
         except Exception:  # noqa: BLE001 - a channel that cannot even close: the connection goes too
             await _close_quietly(session.connection)
 
@@ -191,6 +192,6 @@ def broker_user(url: str) -> str:
 
 async def _close_quietly(connection: aio_pika.abc.AbstractConnection | AbstractRobustConnection) -> None:
     try:
-        await asyncio.wait_for(connection.close(), 5)
+        await wait_at_most(connection.close(), 5)
     except Exception:  # noqa: BLE001 - closing a dead connection may fail in many ways; nothing to do
         pass

@@ -42,6 +42,7 @@ from saga_common.messaging.publishers import PUBLISHER_HEADER, PublisherCheck, o
 from saga_common.observability import metrics
 from saga_common.observability.logs import current_order_id
 from saga_common.persistence.db import Database
+from saga_common.timeouts import wait_at_most
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +148,7 @@ class Consumer:
         self._consumer_tag = None
         if queue is not None and tag is not None:
             try:
-                await asyncio.wait_for(queue.cancel(tag), 5)
+                await wait_at_most(queue.cancel(tag), 5)
             except Exception:  # noqa: BLE001 - the channel may be gone already; unacked messages get requeued
                 pass
         try:
