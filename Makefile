@@ -199,7 +199,7 @@ kind-down: ## delete the kind cluster and everything in it
 	kind delete cluster --name $(KIND_CLUSTER)
 
 manifests: $(INSTALLED) ## regenerate k8s/saga.yaml (plain manifests) from the chart
-	$(BIN)/python -m tests.support.chart manifests
+	$(BIN)/python -m saga_dev.plain_manifests
 
 # skaffold before 2.19.0 registers its Helm 4 post-renderer plugin with version "0.1", which Helm 4.1.4 and later
 # refuse ("must be valid semver"; skaffold issue 10046, fixed in 2.19.0). Read from upstream, not run here (no

@@ -140,7 +140,7 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-# A real OTLP/HTTP receiver for the services to export to (observability and images tiers).
+# A real OTLP/HTTP receiver for the services to export to (observability tier).
 @pytest.fixture(scope="module")
 def otlp_receiver() -> Iterator[OtlpReceiver]:
     receiver = OtlpReceiver().start()

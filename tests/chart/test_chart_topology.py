@@ -13,7 +13,7 @@ import yaml
 
 from saga_common.contract import topology
 from saga_dev import chart_topology
-from tests.support.chart import CHART_DIR
+from saga_dev.chart import CHART_DIR
 
 
 def test_the_committed_topology_is_what_the_code_generates() -> None:

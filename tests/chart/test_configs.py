@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.chart import CHART_DIR, ROOT, render
+from saga_dev.chart import CHART_DIR, ROOT
+from tests.support.chart import render
 
 SCHEMAS = Path(__file__).parent / "schemas"
 KIND_CONFIG = ROOT / "k8s" / "kind-config.yaml"

@@ -241,7 +241,7 @@ def test_every_variable_a_cronjob_sets_is_a_sagactl_setting(variant: str) -> Non
 def test_the_cronjobs_run_sagactl_from_the_order_image(variant: str) -> None:
     import tomllib
 
-    from tests.support.chart import ROOT
+    from saga_dev.chart import ROOT
 
     scripts = tomllib.loads((ROOT / "services" / "tools" / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["sagactl"] == "saga_tools.sagactl:main"
@@ -311,7 +311,7 @@ def test_the_reconcile_job_follows_a_deadline_the_chart_sets(clean_environment: 
 
 
 def chart_values(rendered: Rendered) -> dict[str, Any]:
-    from tests.support.chart import chart
+    from saga_dev.chart import chart
 
     return chart().merge_values(rendered.values)
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.chart import ROOT, chart
+from saga_dev.chart import ROOT, chart
 from tests.support.service_settings import OTEL_VARIABLES, PYTHON_VARIABLES, SETTINGS, settings_env_names
 
 DOCKERFILES = {service: ROOT / "docker" / f"{service}.Dockerfile" for service in SETTINGS}

@@ -8,7 +8,8 @@ import re
 
 import pytest
 
-from tests.support.chart import ROOT, render
+from saga_dev.chart import ROOT
+from tests.support.chart import render
 
 pytestmark = pytest.mark.chart
 

@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.chart import Rendered, Workload, hook_of, rendered_variant
+from saga_dev.chart import hook_of
+from tests.support.chart import Rendered, Workload, rendered_variant
 
 # Within its phase a hook runs by weight; the release's objects all come at once (one rank).
 PRE, RELEASE, POST = 0, 1, 2

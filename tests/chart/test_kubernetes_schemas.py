@@ -13,7 +13,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.support.chart import ALL_VARIANTS, KUBE_VERSION, PLAIN_MANIFESTS, ROOT, render, rendered_variant
+from saga_dev.chart import ROOT
+from saga_dev.plain_manifests import PLAIN_MANIFESTS
+from tests.support.chart import ALL_VARIANTS, KUBE_VERSION, render, rendered_variant
 
 KIND_CONFIG = ROOT / "k8s" / "kind-config.yaml"
 

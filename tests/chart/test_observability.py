@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.chart import ALL_VARIANTS, CHART_DIR, Rendered, rendered_variant, require_tool
+from saga_dev.chart import CHART_DIR
+from tests.support.chart import ALL_VARIANTS, Rendered, rendered_variant, require_tool
 
 DASHBOARDS = sorted((CHART_DIR / "files" / "grafana" / "dashboards").glob("*.json"))
 RULES_FILE = CHART_DIR / "files" / "prometheus" / "alerts.yaml"

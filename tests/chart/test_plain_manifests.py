@@ -12,7 +12,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from tests.support.chart import K8S_DIR, PLAIN_MANIFESTS, ROOT, plain_manifests_text
+from saga_dev.chart import ROOT
+from saga_dev.plain_manifests import K8S_DIR, PLAIN_MANIFESTS, plain_manifests_text
 from tests.support.service_settings import SETTINGS
 
 
@@ -118,4 +119,4 @@ def _walk(node):
 
 def test_make_manifests_regenerates_the_file() -> None:
     makefile = (ROOT / "Makefile").read_text()
-    assert "tests.support.chart manifests" in makefile
+    assert "$(BIN)/python -m saga_dev.plain_manifests" in makefile

@@ -10,15 +10,13 @@ import helm_python
 import pytest
 import yaml
 
+from saga_dev.chart import CHART_DIR, chart, hook_of
 from tests.support.chart import (
     ALL_VARIANTS,
-    CHART_DIR,
     OTHER_RELEASE,
     OTHER_RELEASE_VALUES,
     VARIANTS,
     Rendered,
-    chart,
-    hook_of,
     render,
     rendered_variant,
 )

@@ -14,7 +14,8 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from tests.support.chart import ALL_VARIANTS, Rendered, hook_of, render, rendered_variant
+from saga_dev.chart import hook_of
+from tests.support.chart import ALL_VARIANTS, Rendered, render, rendered_variant
 
 ROOT = Path(__file__).resolve().parents[2]
 PRODUCTION = ROOT / "charts/saga/examples/values-production.yaml"

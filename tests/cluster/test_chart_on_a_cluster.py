@@ -1,8 +1,9 @@
 """The chart on a real Kubernetes, as a user runs it (docs/deploy-kind.md), step by step in file order on one
 release: the first `helm install --wait`, every pod Ready, the broker's cluster formed, `helm test`, the
 documented requests through `kubectl port-forward` with a token from `make token`, the saga as one trace in
-Jaeger, sagas under load through `helm upgrade` and deleted pods, NetworkPolicies enforced, `helm uninstall`.
-Then a release with broken values, which must fail naming its pods and why.
+Jaeger, a read-only image under each service, both CronJobs' Jobs exiting 0, sagas under load through
+`helm upgrade` and deleted pods, NetworkPolicies enforced, `helm uninstall`. Then a release with broken values,
+which must fail naming its pods and why.
 """
 
 from __future__ import annotations
@@ -184,6 +185,49 @@ def test_the_saga_is_one_trace_in_the_clusters_jaeger(release: ClusterUnderTest)
             timeout=90,
         )
     say(f"trace {trace_id}: spans of {sorted(seen)}")
+
+
+WRITES = """
+import tempfile
+try:
+    open("/opt/saga/written-by-the-test", "w")
+except OSError as exc:
+    print("image:", exc.strerror)
+else:
+    print("image: writable")
+with tempfile.TemporaryFile(dir="/tmp"):
+    print("tmp: writable")
+"""
+
+
+def test_nothing_but_the_pods_emptydir_is_writable(release: ClusterUnderTest) -> None:
+    for component in ("order-service", "customer-service"):
+        seen = release.kubectl(
+            "exec", "--namespace", NAMESPACE, f"deploy/{RELEASE}-{component}", "--container", component,
+            "--", "python", "-c", WRITES,
+        )  # fmt: skip
+        assert seen.split("\n")[:2] == ["image: Read-only file system", "tmp: writable"], (component, seen)
+
+
+def test_both_cronjobs_run_now_exit_0_against_the_live_release(release: ClusterUnderTest) -> None:
+    """Each CronJob's Job, created now from its template as `kubectl create job --from` does: 0 means nothing
+    needs a human (3 would be) and no error (1)."""
+    cronjobs = release.kubectl_json("get", "cronjobs", "--namespace", NAMESPACE)["items"]
+    assert sorted(c["metadata"]["name"] for c in cronjobs) == [f"{RELEASE}-prune", f"{RELEASE}-reconcile"]
+    for cronjob in cronjobs:
+        name = cronjob["metadata"]["name"]
+        job = f"{name}-now-{uuid.uuid4().hex[:6]}"
+        release.kubectl("create", "job", job, f"--from=cronjob/{name}", "--namespace", NAMESPACE)
+
+        def status(job: str = job) -> dict:
+            return release.kubectl_json("get", "job", job, "--namespace", NAMESPACE).get("status", {})
+
+        ended = release.wait_for(
+            f"job {job} ended", status, until=lambda s: s.get("succeeded") or s.get("failed"), timeout=180
+        )
+        logs = release.kubectl("logs", f"job/{job}", "--namespace", NAMESPACE, "--all-containers", check=False)
+        assert ended.get("succeeded") == 1, f"{job}: {ended}\n{logs[-3000:]}"
+        say(f"cronjob {name}: a Job from it exited 0 ({logs.strip().splitlines()[-1:] or 'no output'})")
 
 
 def secret_value(cluster: ClusterUnderTest, name: str, key: str) -> str:

@@ -7,7 +7,6 @@ import json
 from collections import defaultdict
 
 import asyncpg
-import pytest
 from aio_pika.abc import AbstractIncomingMessage
 
 from saga_common.contract.messages import EVENT_TYPES, OrderFulfilled
@@ -15,7 +14,6 @@ from saga_common.contract.topology import CUSTOMER_SERVICE, ORDER_SERVICE
 from saga_dev.localstack import SagaEnvironment
 from tests.support.broker import broker_tool, default_topology
 from tests.support.contract import Contract, plain
-from tests.support.otlp import OtlpReceiver
 from tests.support.processes import both_services
 from tests.support.saga_client import TERMINAL, saga_client
 
@@ -26,15 +24,6 @@ FAIL_RESERVATIONS = """
     CREATE TRIGGER contract_test_failure BEFORE INSERT ON reservations
         FOR EACH ROW WHEN (NEW.amount = 13.13) EXECUTE FUNCTION contract_test_failure();
 """
-
-
-@pytest.fixture
-def otlp_receiver():
-    receiver = OtlpReceiver().start()
-    try:
-        yield receiver
-    finally:
-        receiver.stop()
 
 
 async def test_real_messages_fit_the_asyncapi_document(saga_env: SagaEnvironment, otlp_receiver) -> None:

@@ -1,24 +1,21 @@
-"""The images tier: both images built by `make images` on the project's own Docker engine, then the rendered
-chart's pods of ours run from them as a kubelet would (marker `images`, from the folder).
+"""The images tier: both images built by `make images` on the project's own Docker engine, and what is in them
+(marker `images`, from the folder). Their pods run on a real Kubernetes node in the cluster tier.
 
-Needs root (dockerd runs as root; `make system-packages` installs the engine) and the machine's
-PostgreSQL and RabbitMQ. The engine's data-root is kept between runs (SAGA_DOCKER_ROOT), so a second run finds
-its base images and build cache: cold about 4 minutes, warm well under one.
+Needs root (dockerd runs as root; `make system-packages` installs the engine). The engine's data-root is kept
+between runs (SAGA_DOCKER_ROOT), so a second run finds its base images and build cache: cold about 4 minutes,
+warm well under one.
 """
 
 from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Iterator
 
 import pytest
 
+from saga_dev.chart import ROOT
 from saga_dev.docker_engine import DOCKER, DockerEngine
-from tests.images.stack import IMAGE_TAG, OUR_IMAGES, BuiltImages, ChartOnDocker, new_stack
-from tests.support.chart import ROOT, Rendered
-from tests.support.kubelet import Kubelet
-from tests.support.otlp import OtlpReceiver
+from tests.images.built import IMAGE_TAG, OUR_IMAGES, BuiltImages
 
 
 def say(line: str) -> None:
@@ -52,19 +49,3 @@ def images(engine: DockerEngine) -> BuiltImages:
     )
     say(f"make images on {python_image}: {built.seconds:.1f} s ({sizes})")
     return built
-
-
-@pytest.fixture(scope="module")
-def chart_stack(engine: DockerEngine, images: BuiltImages, otlp_receiver: OtlpReceiver) -> Iterator[ChartOnDocker]:
-    """The chart rendered with names of this module's own; its databases, roles, vhost and users created."""
-
-    def kubelet(rendered: Rendered) -> Kubelet:
-        return Kubelet(engine, rendered, OUR_IMAGES, report=say)
-
-    stack, _ = new_stack(kubelet, otlp_receiver.endpoint)
-    try:
-        stack.prepare_databases()
-        stack.prepare_broker()
-        yield stack
-    finally:
-        stack.teardown()

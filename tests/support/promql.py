@@ -194,11 +194,6 @@ def located_expressions() -> list[Expression]:
     return found
 
 
-def all_dashboard_and_rule_expressions() -> list[str]:
-    """Every PromQL expression of the dashboards and the rule files (Grafana variables not substituted)."""
-    return [expression.expr for expression in located_expressions()]
-
-
 def exposed_metrics() -> dict[str, frozenset[str]]:
     """Every series name a service exposes, with its label names (before Prometheus adds the target labels).
 

@@ -91,14 +91,6 @@ class TcpProxy:
     def restore(self) -> None:
         self._call(self._set(ProxyState.OPEN))
 
-    def retarget(self, port: int) -> None:
-        """New connections go to another port (open ones are left as they are)."""
-        self.target_port = port
-
-    @property
-    def open_connections(self) -> int:
-        return len(self._pairs)
-
     def stop(self) -> None:
         if not self._thread.is_alive():
             return
