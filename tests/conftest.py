@@ -32,7 +32,7 @@ TIER_TIMEOUTS = {
     "observability": 90,  # slowest 10 s (a real Prometheus scraping both services)
     "chart": 60,  # slowest 11 s (the helm-test hook against a stand-in API)
     "perf": 120,  # the one smoke run, 23 s
-    # Not re-measured; every images module and the chaos scenarios carry marks of their own.
+    # Not re-measured; the images module and the chaos scenarios carry marks of their own.
     "chaos": 300,
     "images": 900,
     "compose": 600,  # the first test builds the stack's images (cold: over 5 min seen beside a build)
@@ -40,8 +40,8 @@ TIER_TIMEOUTS = {
     "upgrade": 420,  # the one rolling upgrade, about 50 s
 }
 TIERS = set(TIER_TIMEOUTS)
-# The tiers that talk to the machine's PostgreSQL and RabbitMQ (chart, unit and compose bring their own or none).
-INFRASTRUCTURE_TIERS = {"integration", "e2e", "observability", "images", "chaos", "perf", "upgrade"}
+# The tiers that talk to the machine's PostgreSQL and RabbitMQ (the others bring their own or need none).
+INFRASTRUCTURE_TIERS = {"integration", "e2e", "observability", "chaos", "perf", "upgrade"}
 # Where the private servers keep their data between sessions (initdb once; a session then starts in seconds).
 INFRA_HOME = Path(os.environ.get("SAGA_TEST_INFRA_HOME", "/var/tmp/saga-test-infra"))
 

@@ -50,7 +50,7 @@ import asyncpg
 import httpx
 
 from saga_common.contract.statuses import TERMINAL_STATUSES, OrderStatus
-from saga_common.contract.topology import CUSTOMER_SERVICE, ORDER_SERVICE
+from saga_common.contract.topology import CUSTOMER_SERVICE, ORDER_SERVICE, ServiceQueues
 from saga_dev.load import LoadStats, OrderLoad
 from saga_dev.load_background import BackgroundLoad
 from saga_dev.localstack import POSTGRES_URL, Databases, ServiceProcess, unique_name
@@ -61,7 +61,7 @@ from saga_tools import invariants
 from saga_tools.tokens import LocalIdentity
 from tests.support.broker import queue_depth, take_messages
 from tests.support.tcp_proxy import TcpProxy
-from tests.support.waiting import wait_until
+from tests.support.waiting import TimedOut, eventually, wait_until
 
 # Every accepted order must be terminal this long after the fault ended (the README states it).
 CONVERGENCE_BOUND_S = float(os.environ.get("SAGA_CHAOS_BOUND_S", "60"))
@@ -94,6 +94,8 @@ SERVICE_ENV = {
 }
 
 RESULTS: list[Figures] = []
+# What a check meets while a fault has the database down or slow: "not yet".
+DOWN = (OSError, asyncpg.PostgresError, TimeoutError)
 
 
 # -- the tests' PostgreSQL, restarted by scenario 5 and always brought back -------------------------------
@@ -326,23 +328,16 @@ class ChaosEnvironment:
             return
         raise RuntimeError(f"no node of the cluster accepts connections: {last}")
 
-    def saga_queues(self) -> dict[str, list[str]]:
-        names: dict[str, list[str]] = {}
-        for service in (CUSTOMER_SERVICE, ORDER_SERVICE):
-            names[service] = [
-                f"{service}.events",
-                *(f"{service}.retry.{d}ms" for d in RETRY_DELAYS_MS),
-                f"{service}.dead-letter",
-            ]
-        return names
-
     async def queue_depths(self) -> dict[str, int]:
-        depths: dict[str, int] = {}
+        """Every queue of both services: work, retry tiers, dead letters (as saga_common's topology names them)."""
+        names = [
+            name
+            for service in (CUSTOMER_SERVICE, ORDER_SERVICE)
+            for queues in [ServiceQueues(service, tuple(RETRY_DELAYS_MS))]
+            for name in (queues.work, *queues.parked)
+        ]
         async with self.broker() as connection:
-            for queues in self.saga_queues().values():
-                for name in queues:
-                    depths[name] = await queue_depth(connection, name)
-        return depths
+            return {name: await queue_depth(connection, name) for name in names}
 
     async def peek_dead_letters(self, queue: str, expect: int, timeout: float = 10) -> list[Any]:
         """Read what sits in a dead-letter queue without taking it: unacked, it goes back when the channel
@@ -424,7 +419,7 @@ class ScenarioRun:
 
     async def _sample_in_flight(self) -> None:
         """How many sagas were under way when the fault hit (pending or cancelling orders)."""
-        with contextlib.suppress(OSError, asyncpg.PostgresError, TimeoutError):
+        with contextlib.suppress(*DOWN):
             conn = await self.env.order_db()
             try:
                 count = await conn.fetchval("SELECT count(*) FROM orders WHERE status IN ('pending', 'cancelling')")
@@ -440,24 +435,24 @@ class ScenarioRun:
 
     async def _watch_convergence(self, since: float) -> float | None:
         """Seconds from `since` until no order created before it is pending, nor cancelling since before it."""
-        deadline = since + CONVERGENCE_BOUND_S
-        while time.time() < deadline:
+
+        async def left() -> int:
+            conn = await self.env.order_db()
             try:
-                conn = await self.env.order_db()
-                try:
-                    left = await conn.fetchval(
-                        "SELECT count(*) FROM orders WHERE (status = 'pending' AND created_at <= to_timestamp($1)) "
-                        "OR (status = 'cancelling' AND updated_at <= to_timestamp($1))",
-                        since,
-                    )
-                finally:
-                    await conn.close()
-                if left == 0:
-                    return max(0.0, time.time() - since)
-            except (OSError, asyncpg.PostgresError, TimeoutError):
-                pass
-            await asyncio.sleep(0.1)
-        return None
+                return await conn.fetchval(
+                    "SELECT count(*) FROM orders WHERE (status = 'pending' AND created_at <= to_timestamp($1)) "
+                    "OR (status = 'cancelling' AND updated_at <= to_timestamp($1))",
+                    since,
+                )
+            finally:
+                await conn.close()
+
+        try:
+            await eventually(left, until=lambda n: n == 0, timeout=since + CONVERGENCE_BOUND_S - time.time(),
+                             interval=0.1, ignoring=DOWN)  # fmt: skip
+        except TimedOut:
+            return None
+        return max(0.0, time.time() - since)
 
     async def finish(
         self, after_fault_s: float = 3.0, inspect: Callable[[], Awaitable[list[str]]] | None = None
@@ -481,15 +476,9 @@ class ScenarioRun:
 
     async def _wait_settled(self, deadline: float) -> None:
         """Until every order is terminal, both outboxes are sent and the work and delay queues are empty."""
-        while True:
-            try:
-                if await self._settled():
-                    return
-            except (OSError, asyncpg.PostgresError, TimeoutError, aio_pika.exceptions.AMQPError):
-                pass
-            if time.time() > deadline:
-                return  # the counting below says what is missing
-            await asyncio.sleep(0.25)
+        with contextlib.suppress(TimedOut):  # the counting that follows says what is missing
+            await eventually(self._settled, timeout=deadline - time.time(), interval=0.25,
+                             ignoring=(*DOWN, aio_pika.exceptions.AMQPError))  # fmt: skip
 
     async def _settled(self) -> bool:
         orders = await self.env.order_db()
