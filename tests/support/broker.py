@@ -15,6 +15,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 
 from saga_common.contract.messages import Event
 from saga_common.contract.topology import Topology
+from tests.support.waiting import TimedOut, eventually
 
 EXCHANGE = "saga.events"
 
@@ -104,13 +105,14 @@ async def take_messages(
     """Up to `count` messages from `queue`, waiting at most `timeout` for them (fewer if they do not come).
     `ack=False` only looks: unacked, they go back to the queue when its channel closes."""
     found: list[AbstractIncomingMessage] = []
-    deadline = time.monotonic() + timeout
-    while len(found) < count and time.monotonic() < deadline:
-        message = await queue.get(fail=False, no_ack=ack)
-        if message is None:
-            await asyncio.sleep(0.02)
-        else:
+
+    async def take_what_is_there() -> int:
+        while len(found) < count and (message := await queue.get(fail=False, no_ack=ack)) is not None:
             found.append(message)
+        return len(found)
+
+    with contextlib.suppress(TimedOut):  # fewer than `count`: the caller says what it missed
+        await eventually(take_what_is_there, until=lambda taken: taken >= count, timeout=timeout, interval=0.02)
     return found
 
 
