@@ -152,7 +152,7 @@ def otlp_receiver() -> Iterator[OtlpReceiver]:
 
 @pytest.fixture(scope="session")
 def engine() -> Iterator[DockerEngine]:
-    """The project's Docker engine (images and compose tiers), started if it does not answer and stopped again
+    """The project's Docker engine (images, compose and cluster tiers), started if it does not answer and stopped again
     if it was started here; its data-root (the cache of images and builds) stays."""
     engine = DockerEngine.default()
     started = engine.start()

@@ -49,7 +49,7 @@ import aio_pika
 import asyncpg
 import httpx
 
-from saga_common.contract.statuses import TERMINAL_STATUSES, OrderStatus
+from saga_common.contract.statuses import IN_PROGRESS_STATUSES, TERMINAL_STATUSES, OrderStatus, sql_in
 from saga_common.contract.topology import CUSTOMER_SERVICE, ORDER_SERVICE, ServiceQueues
 from saga_dev.load import LoadStats, OrderLoad
 from saga_dev.load_background import BackgroundLoad
@@ -94,6 +94,7 @@ SERVICE_ENV = {
 }
 
 RESULTS: list[Figures] = []
+_IN_PROGRESS = f"SELECT count(*) FROM orders WHERE {sql_in(IN_PROGRESS_STATUSES)}"
 # What a check meets while a fault has the database down or slow: "not yet".
 DOWN = (OSError, asyncpg.PostgresError, TimeoutError)
 
@@ -422,7 +423,7 @@ class ScenarioRun:
         with contextlib.suppress(*DOWN):
             conn = await self.env.order_db()
             try:
-                count = await conn.fetchval("SELECT count(*) FROM orders WHERE status IN ('pending', 'cancelling')")
+                count = await conn.fetchval(_IN_PROGRESS)
             finally:
                 await conn.close()
             self.in_flight = max(self.in_flight, int(count))
@@ -484,7 +485,7 @@ class ScenarioRun:
         orders = await self.env.order_db()
         customers = await self.env.customer_db()
         try:
-            busy = await orders.fetchval("SELECT count(*) FROM orders WHERE status IN ('pending', 'cancelling')")
+            busy = await orders.fetchval(_IN_PROGRESS)
             unsent = await orders.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
             unsent += await customers.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
         finally:
@@ -614,7 +615,9 @@ class ScenarioRun:
         start_total = sum(self.env.initial.values(), Decimal(0))
         balance_total = sum((balances[c] for c in self.env.initial if c in balances), Decimal(0))
         active_total = sum(active_by_customer.values(), Decimal(0))
-        fulfilled_total = sum((r["total_price"] for r in orders.values() if r["status"] == "fulfilled"), Decimal(0))
+        fulfilled_total = sum(
+            (r["total_price"] for r in orders.values() if r["status"] == OrderStatus.FULFILLED), Decimal(0)
+        )
         if balance_total + active_total != start_total:
             problems.append(f"money not conserved: {balance_total} + {active_total} != {start_total}")
         if balance_total != start_total - fulfilled_total:

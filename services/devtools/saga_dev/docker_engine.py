@@ -1,4 +1,4 @@
-"""The project's own Docker Engine, for the images and compose tiers (its packages come from `make
+"""The project's own Docker Engine, for the images, compose and cluster tiers (its packages come from `make
 system-packages`): started with a data-root, exec-root, pidfile and socket of its own (so it never meets another
 daemon) and no bridge network (loopback is the only network here: every build and container runs with
 `--network host`).

@@ -56,7 +56,7 @@ PACKAGES = (
     ),
     Package(
         "docker.io",
-        "the images and compose tiers build and run our images on a Docker Engine of the project's own",
+        "the images, compose and cluster tiers build our images on a Docker Engine of the project's own",
         ("/usr/sbin/dockerd", "/usr/bin/docker"),
         TEST,
     ),
@@ -87,7 +87,7 @@ PACKAGES = (
     Package("gcc", "the cluster tier's pause image (a static C program) and runc's cgo", ("/usr/bin/gcc",), TEST),
     Package(
         "debootstrap",
-        "the local Debian base image for the images and compose tiers (no registry image can be pulled)",
+        "the local Debian base image for the images, compose and cluster tiers (no registry image can be pulled)",
         ("/usr/sbin/debootstrap",),
         TEST,
     ),
