@@ -24,6 +24,7 @@ from saga_dev.load import OrderLoad
 from saga_dev.load_background import BackgroundLoad
 from saga_tools import invariants
 from tests.support.cluster import FIGURES, NEXT_TAG, ROOT, TAG, ClusterFailure, ClusterUnderTest, say
+from tests.support.waiting import TimedOut, eventually
 
 pytestmark = pytest.mark.timeout(1200)
 
@@ -289,20 +290,26 @@ async def count_outcomes(cluster: ClusterUnderTest, accepted: set[int]) -> dict[
         customers_password = secret_value(cluster, "saga-customer-service", "database-password")
         orders_url = f"postgresql://order:{orders_password}@127.0.0.1:{orders_port}/orders"
         customers_url = f"postgresql://customer:{customers_password}@127.0.0.1:{customers_port}/customers"
-        deadline = time.monotonic() + 120
-        while True:
+
+        async def read() -> tuple[dict[int, str], invariants.Snapshot]:
             orders_db = await asyncpg.connect(orders_url)
             customers_db = await asyncpg.connect(customers_url)
             try:
                 statuses = {row["id"]: row["status"] for row in await orders_db.fetch("SELECT id, status FROM orders")}
-                snapshot = await invariants.load(orders_db, customers_db)
+                return statuses, await invariants.load(orders_db, customers_db)
             finally:
                 await orders_db.close()
                 await customers_db.close()
-            not_terminal = sorted(i for i in accepted & statuses.keys() if statuses[i] not in TERMINAL)
-            if not not_terminal or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(2)
+
+        def in_progress(seen: tuple[dict[int, str], invariants.Snapshot]) -> list[int]:
+            return sorted(i for i in accepted & seen[0].keys() if seen[0][i] not in TERMINAL)
+
+        try:
+            seen = await eventually(read, until=lambda seen: not in_progress(seen), timeout=120, interval=2)
+        except TimedOut:
+            seen = await read()  # what is still in progress is reported below
+        statuses, snapshot = seen
+        not_terminal = in_progress(seen)
     return {
         "lost": sorted(accepted - statuses.keys()),
         "not_terminal": not_terminal,

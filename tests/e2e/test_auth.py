@@ -7,7 +7,6 @@ customer is checked on every route that reads or changes an order.
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,7 +25,7 @@ from saga_common.web.auth import (
 from saga_dev.localstack import SagaEnvironment
 from tests.support import auth
 from tests.support.processes import ServiceProcess, both_services
-from tests.support.waiting import eventually
+from tests.support.waiting import eventually, unchanged_for
 
 OPERATOR = "saga:operator"
 JWKS_CACHE_S = 3  # how long the services trust fetched keys here: a withdrawn key stops within this
@@ -434,9 +433,8 @@ async def test_no_token_leaks_into_logs_metrics_timelines_or_error_bodies(client
     produced += [refused.text, refused.headers["WWW-Authenticate"]]
     for service in services:
         produced.append((await client.get(f"{service.base_url}/metrics")).text)
-    await asyncio.sleep(0.5)  # the last log lines
-    for service in services:
-        produced.append(service.log_text())
+    for service in services:  # once its log has its last lines
+        produced.append(await eventually(service.log_text, until=unchanged_for(0.5), what="the log quiet"))
     text = "\n".join(produced)
     for leaked in (secret, signature, expired, expired.rsplit(".", 1)[1]):
         assert leaked not in text

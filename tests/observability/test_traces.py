@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 
 import httpx
 
 from saga_dev.localstack import ServiceProcess
 from tests.support.otlp import OtlpReceiver, ReceivedSpan, tracing_env
 from tests.support.saga_client import TERMINAL, SagaClient
-from tests.support.waiting import TimedOut, eventually, wait_until
+from tests.support.waiting import TimedOut, eventually, unchanged_for, wait_until
 
 ORDER, CUSTOMER = "order-service", "customer-service"
 
@@ -57,8 +56,8 @@ def expected_names(outcome: str) -> set[tuple[str, str]]:
 def wait_for_whole_saga(receiver: OtlpReceiver, trace_id: str, outcome: str) -> list[ReceivedSpan]:
     wanted = expected_names(outcome)
     receiver.wait_for(lambda: wanted <= {(s.service, s.name) for s in receiver.trace(trace_id)})
-    time.sleep(0.3)  # the database spans of the last step arrive in the same or the next export
-    return receiver.trace(trace_id)
+    # The database spans of the last step arrive in the same or the next export (100 ms batches).
+    return wait_until(lambda: receiver.trace(trace_id), until=unchanged_for(0.3), what="the trace's last spans")
 
 
 def assert_saga_is_one_trace(spans: list[ReceivedSpan], order_id: int, outcome: str) -> None:

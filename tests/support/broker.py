@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,7 +13,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 
 from saga_common.contract.messages import Event
 from saga_common.contract.topology import Topology
-from tests.support.waiting import TimedOut, eventually
+from tests.support.waiting import TimedOut, eventually, unchanged_for
 
 EXCHANGE = "saga.events"
 
@@ -38,16 +36,16 @@ class Capture:
         self.messages += await take_messages(self.queue, count - len(self.messages), timeout=timeout)
         return self.messages
 
-    async def settle(self, quiet_s: float = 0.5) -> list[AbstractIncomingMessage]:
+    async def settle(self, quiet_s: float = 0.5, timeout: float = 30) -> list[AbstractIncomingMessage]:
         """Keep collecting until nothing new arrives for `quiet_s`."""
-        last = time.monotonic()
-        while time.monotonic() - last < quiet_s:
-            message = await self.queue.get(fail=False, no_ack=True)
-            if message is None:
-                await asyncio.sleep(0.02)
-            else:
+
+        async def take_what_is_there() -> int:
+            while (message := await self.queue.get(fail=False, no_ack=True)) is not None:
                 self.messages.append(message)
-                last = time.monotonic()
+            return len(self.messages)
+
+        await eventually(take_what_is_there, until=unchanged_for(quiet_s), timeout=timeout, interval=0.02,
+                         what=f"no new message for {quiet_s}s")  # fmt: skip
         return self.messages
 
 

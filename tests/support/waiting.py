@@ -8,6 +8,7 @@ The probe may be a plain function or a coroutine function; it is called again af
 (truthiness by default) accepts its value. An exception listed in `ignoring` (a connection refused while a
 process starts, say) counts as "not yet". On timeout, `TimedOut` (an AssertionError) names what was awaited
 and the last value or exception seen, so a failure says how far things got instead of "condition not met".
+Waiting for "nothing more comes" is the same wait with `until=unchanged_for(seconds)`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,20 @@ _NOTHING = object()
 
 class TimedOut(AssertionError):
     pass
+
+
+def unchanged_for(seconds: float) -> Callable[[Any], bool]:
+    """An `until` that holds once the probed value has stayed the same for `seconds` (a count of messages, a
+    log's text): the wait for quiet, after which nothing more is expected to arrive."""
+    last: list[Any] = [_NOTHING, time.monotonic()]
+
+    def until(value: Any) -> bool:
+        now = time.monotonic()
+        if value != last[0]:
+            last[:] = [value, now]
+        return now - last[1] >= seconds
+
+    return until
 
 
 def _failure(what: str, timeout: float, last: Any, error: BaseException | None) -> TimedOut:
