@@ -106,8 +106,8 @@ def later() -> Iterator[Later]:
         raise failures[0]
 
 
-@pytest.fixture
-def saga_env(database_templates: DatabaseTemplates, later: Later) -> Iterator[SagaEnvironment]:
+def _saga_env(database_templates: DatabaseTemplates, later: Later) -> Iterator[SagaEnvironment]:
+    """Two databases copied from the templates and a vhost of their own, dropped once the test is done."""
     env = SagaEnvironment.create(database_templates)
     try:
         yield env
@@ -115,13 +115,8 @@ def saga_env(database_templates: DatabaseTemplates, later: Later) -> Iterator[Sa
         later(env.destroy)
 
 
-@pytest.fixture(scope="module")
-def saga_env_module(database_templates: DatabaseTemplates, later: Later) -> Iterator[SagaEnvironment]:
-    env = SagaEnvironment.create(database_templates)
-    try:
-        yield env
-    finally:
-        later(env.destroy)
+saga_env = pytest.fixture(_saga_env, name="saga_env")
+saga_env_module = pytest.fixture(_saga_env, name="saga_env_module", scope="module")  # shared by a module's tests
 
 
 @pytest.fixture(scope="module")

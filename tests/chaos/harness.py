@@ -38,7 +38,7 @@ import os
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
@@ -186,6 +186,15 @@ def format_table(results: list[Figures]) -> str:
     return "\n".join(lines)
 
 
+@contextlib.asynccontextmanager
+async def _connected(url: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(url, timeout=5)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
 # -- the environment of one scenario --------------------------------------------------------------------------
 
 
@@ -306,11 +315,11 @@ class ChaosEnvironment:
 
     # Direct access (never through the proxies) for the checks.
 
-    async def order_db(self) -> asyncpg.Connection:
-        return await asyncpg.connect(self.databases.order_url, timeout=5)
+    def order_db(self) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]:
+        return _connected(self.databases.order_url)
 
-    async def customer_db(self) -> asyncpg.Connection:
-        return await asyncpg.connect(self.databases.customer_url, timeout=5)
+    def customer_db(self) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]:
+        return _connected(self.databases.customer_url)
 
     @contextlib.asynccontextmanager
     async def broker(self) -> Any:
@@ -421,11 +430,8 @@ class ScenarioRun:
     async def _sample_in_flight(self) -> None:
         """How many sagas were under way when the fault hit (pending or cancelling orders)."""
         with contextlib.suppress(*DOWN):
-            conn = await self.env.order_db()
-            try:
+            async with self.env.order_db() as conn:
                 count = await conn.fetchval(_IN_PROGRESS)
-            finally:
-                await conn.close()
             self.in_flight = max(self.in_flight, int(count))
 
     def fault_ended(self) -> None:
@@ -438,15 +444,12 @@ class ScenarioRun:
         """Seconds from `since` until no order created before it is pending, nor cancelling since before it."""
 
         async def left() -> int:
-            conn = await self.env.order_db()
-            try:
+            async with self.env.order_db() as conn:
                 return await conn.fetchval(
                     "SELECT count(*) FROM orders WHERE (status = 'pending' AND created_at <= to_timestamp($1)) "
                     "OR (status = 'cancelling' AND updated_at <= to_timestamp($1))",
                     since,
                 )
-            finally:
-                await conn.close()
 
         try:
             await eventually(left, until=lambda n: n == 0, timeout=since + CONVERGENCE_BOUND_S - time.time(),
@@ -482,15 +485,10 @@ class ScenarioRun:
                              ignoring=(*DOWN, aio_pika.exceptions.AMQPError))  # fmt: skip
 
     async def _settled(self) -> bool:
-        orders = await self.env.order_db()
-        customers = await self.env.customer_db()
-        try:
+        async with self.env.order_db() as orders, self.env.customer_db() as customers:
             busy = await orders.fetchval(_IN_PROGRESS)
             unsent = await orders.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
             unsent += await customers.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-        finally:
-            await orders.close()
-            await customers.close()
         if busy or unsent:
             return False
         depths = await self.env.queue_depths()
@@ -510,13 +508,10 @@ class ScenarioRun:
         if others:
             problems.append(f"requests failed: {others}")
         if stats.cut_keys:
-            conn = await self.env.order_db()
-            try:
+            async with self.env.order_db() as conn:
                 taken = await conn.fetchval(
                     "SELECT count(*) FROM orders WHERE idempotency_key = ANY($1::text[])", stats.cut_keys
                 )
-            finally:
-                await conn.close()
             if taken:
                 problems.append(f"{taken} requests were processed and their answer lost (connection cut)")
         return problems
@@ -540,9 +535,7 @@ class ScenarioRun:
         if not self.allow_client_errors:
             problems += await self._request_problems(stats)
 
-        order_conn = await self.env.order_db()
-        customer_conn = await self.env.customer_db()
-        try:
+        async with self.env.order_db() as order_conn, self.env.customer_db() as customer_conn:
             orders = {
                 int(r["id"]): r
                 for r in await order_conn.fetch(
@@ -562,9 +555,6 @@ class ScenarioRun:
                     CONVERGENCE_BOUND_S,
                 )
                 unsent += await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-        finally:
-            await order_conn.close()
-            await customer_conn.close()
 
         # Lost: accepted by the API, and not (or not yet, after the bound) in a terminal state.
         missing = [oid for oid in stats.accepted if oid not in orders]

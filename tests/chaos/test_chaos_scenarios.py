@@ -426,14 +426,11 @@ async def test_every_message_published_twice_has_no_second_effect(chaos: ChaosEn
     await run.steady(4)
     rows = []
     for connect in (chaos.order_db, chaos.customer_db):
-        conn = await connect()
-        try:
+        async with connect() as conn:
             rows += await conn.fetch(
                 "SELECT id, routing_key, order_id, payload::text AS body FROM outbox "
                 "WHERE published_at IS NOT NULL ORDER BY seq"
             )
-        finally:
-            await conn.close()
     kinds = sorted({r["routing_key"] for r in rows})
     run.fault_started()
     async with chaos.broker() as connection:

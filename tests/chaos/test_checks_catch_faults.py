@@ -22,8 +22,7 @@ async def test_the_checks_report_a_lost_order_a_double_charge_and_leftovers(chao
             routing_key="customer-service.dead-letter",
         )
     rich, other = chaos.rich[0], chaos.rich[1]
-    orders = await chaos.order_db()
-    try:
+    async with chaos.order_db() as orders:
         fulfilled, pending, cancelled = [
             await orders.fetchval(
                 "INSERT INTO orders (customer_id, product_id, quantity, total_price, status) "
@@ -44,10 +43,7 @@ async def test_the_checks_report_a_lost_order_a_double_charge_and_leftovers(chao
             uuid.uuid4(),
             pending,
         )
-    finally:
-        await orders.close()
-    customers = await chaos.customer_db()
-    try:
+    async with chaos.customer_db() as customers:
         # Order `fulfilled` charged twice; order `cancelled` never released.
         await customers.execute(
             "INSERT INTO reservations (order_id, customer_id, amount, status) VALUES ($1, $2, 10, 'active')",
@@ -61,8 +57,6 @@ async def test_the_checks_report_a_lost_order_a_double_charge_and_leftovers(chao
             other,
         )
         await customers.execute("UPDATE customers SET balance = balance - 7 WHERE id = $1", other)
-    finally:
-        await customers.close()
 
     stats = LoadStats(attempted=3)
     for order_id, customer, price in ((fulfilled, rich, 10), (pending, rich, 5), (cancelled, other, 7)):

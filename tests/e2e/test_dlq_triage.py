@@ -7,16 +7,10 @@ import asyncpg
 
 from saga_dev.localstack import ServiceProcess
 from tests.support.broker import broker_tool
+from tests.support.customer_db import FAIL_RESERVATIONS, FIX_RESERVATIONS
 from tests.support.saga_client import saga_client
 from tests.support.sagactl import sagactl, sagactl_json
 from tests.support.waiting import eventually
-
-FAIL_RESERVATIONS = """
-    CREATE FUNCTION injected_failure() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN RAISE EXCEPTION 'injected failure: reservations are read-only today'; END $$;
-    CREATE TRIGGER injected_failure BEFORE INSERT ON reservations FOR EACH ROW EXECUTE FUNCTION injected_failure();
-"""
-FIX_RESERVATIONS = "DROP TRIGGER injected_failure ON reservations; DROP FUNCTION injected_failure();"
 
 
 async def dead_letters(env, count: int, *filters: str) -> list[dict]:

@@ -13,6 +13,7 @@ import pytest
 
 from saga_dev.localstack import SagaEnvironment, ServiceProcess
 from tests.support.broker import broker_tool
+from tests.support.customer_db import FAIL_RESERVATIONS, FIX_RESERVATIONS
 from tests.support.processes import Saga, sql
 from tests.support.saga_client import TERMINAL, money_of
 from tests.support.sagactl import sagactl, sagactl_json
@@ -133,13 +134,6 @@ def test_sagactl_says_which_service_it_cannot_reach(saga_env):
 
 
 # --- dead letters ---------------------------------------------------------------------------------------
-
-FAIL_RESERVATIONS = """
-    CREATE FUNCTION injected_failure() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN RAISE EXCEPTION 'injected failure: reservations are read-only today'; END $$;
-    CREATE TRIGGER injected_failure BEFORE INSERT ON reservations FOR EACH ROW EXECUTE FUNCTION injected_failure();
-"""
-FIX_RESERVATIONS = "DROP TRIGGER injected_failure ON reservations; DROP FUNCTION injected_failure();"
 
 
 async def test_a_dead_letter_is_listed_with_its_reason_and_replay_finishes_its_saga(saga_env):

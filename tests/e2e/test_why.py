@@ -14,17 +14,12 @@ import asyncpg
 import httpx
 
 from saga_dev.localstack import SagaEnvironment, ServiceProcess
+from tests.support.customer_db import FAIL_RESERVATIONS, FIX_RESERVATIONS
 from tests.support.saga_client import SagaClient, saga_client
 from tests.support.sagactl import sagactl
 from tests.support.waiting import eventually
 
 UNREACHABLE_BROKER = "amqp://guest:guest@127.0.0.1:1/"
-FAIL_RESERVATIONS = """
-    CREATE FUNCTION injected_failure() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN RAISE EXCEPTION 'injected failure: reservations are read-only today'; END $$;
-    CREATE TRIGGER injected_failure BEFORE INSERT ON reservations FOR EACH ROW EXECUTE FUNCTION injected_failure();
-"""
-FIX_RESERVATIONS = "DROP TRIGGER injected_failure ON reservations; DROP FUNCTION injected_failure();"
 
 
 class Stack:

@@ -1,3 +1,5 @@
+"""Fixtures of the integration tier: the services' runtimes in this process, built by their own composition roots."""
+
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
@@ -12,7 +14,7 @@ from customer_service.settings import CustomerSettings
 from order_service import main as order_main
 from order_service.settings import OrderSettings
 from order_service.waiters import OutcomeWaiters
-from saga_common.contract.topology import CUSTOMER_SERVICE, ORDER_SERVICE
+from saga_common.contract.topology import ORDER_SERVICE
 from saga_common.runtime import ServiceRuntime
 from saga_dev.localstack import SagaEnvironment
 
@@ -51,6 +53,3 @@ def runtimes(saga_env: SagaEnvironment) -> RuntimeFactory:
             await runtime.stop()
 
     return make
-
-
-__all__ = ["CUSTOMER_SERVICE", "ORDER_SERVICE"]

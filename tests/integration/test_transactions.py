@@ -64,11 +64,11 @@ async def interrupt_inside_begin(proxy: TcpProxy, begin_then_write) -> None:
     """Cancel `begin_then_write()` while its BEGIN is sent and not yet acknowledged: the proxy holds the
     BEGIN back until the cancellation is under way."""
     proxy.partition()
-    held = proxy.stats.bytes_held_up
+    held = proxy.bytes_held_up
     task = asyncio.create_task(begin_then_write())
 
     async def begin_held() -> bool:
-        return proxy.stats.bytes_held_up > held
+        return proxy.bytes_held_up > held
 
     await wait_for(begin_held, timeout=5, interval=0.01)
     task.cancel()

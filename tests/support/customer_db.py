@@ -8,6 +8,14 @@ import asyncpg
 
 from tests.support.waiting import eventually
 
+# A bug shipped in the customer service's database (every reservation fails), and its fix.
+FAIL_RESERVATIONS = """
+    CREATE FUNCTION injected_failure() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN RAISE EXCEPTION 'injected failure: reservations are read-only today'; END $$;
+    CREATE TRIGGER injected_failure BEFORE INSERT ON reservations FOR EACH ROW EXECUTE FUNCTION injected_failure();
+"""
+FIX_RESERVATIONS = "DROP TRIGGER injected_failure ON reservations; DROP FUNCTION injected_failure();"
+
 
 async def customer_db(saga_env) -> asyncpg.Connection:
     return await asyncpg.connect(saga_env.databases.customer_url)

@@ -31,15 +31,6 @@ class ProxyState(Enum):
     PARTITIONED = "partitioned"  # hold everything
 
 
-@dataclass
-class ProxyStats:
-    accepted: int = 0
-    reset: int = 0
-    bytes_up: int = 0
-    bytes_down: int = 0
-    bytes_held_up: int = 0  # client bytes a partition is holding back from the target
-
-
 @dataclass(eq=False)
 class _Pair:
     client: asyncio.StreamWriter
@@ -68,7 +59,7 @@ class TcpProxy:
         self._listen_port = listen_port
         self.port = 0
         self.state = ProxyState.OPEN
-        self.stats = ProxyStats()
+        self.bytes_held_up = 0  # client bytes a partition is holding back from the target
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name=self.name, daemon=True)
         self._server: asyncio.base_events.Server | None = None
@@ -127,7 +118,6 @@ class TcpProxy:
         if pair not in self._pairs:
             return
         self._pairs.discard(pair)
-        self.stats.reset += 1
         _reset(pair.client)
         _reset(pair.upstream)
         for task in pair.tasks:
@@ -135,9 +125,7 @@ class TcpProxy:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         assert self._flowing is not None
-        self.stats.accepted += 1
         if self.state is ProxyState.CUT:
-            self.stats.reset += 1
             _reset(writer)
             return
         pair = _Pair(writer)
@@ -173,16 +161,12 @@ class TcpProxy:
                     break
                 # Holding the chunk (and reading no more) is what a silent network looks like to both ends.
                 if up and not self._flowing.is_set():
-                    self.stats.bytes_held_up += len(data)
+                    self.bytes_held_up += len(data)
                 await self._flowing.wait()
                 if pair not in self._pairs:
                     return
                 writer.write(data)
                 await writer.drain()
-                if up:
-                    self.stats.bytes_up += len(data)
-                else:
-                    self.stats.bytes_down += len(data)
         except (OSError, asyncio.IncompleteReadError):
             pass
         except asyncio.CancelledError:

@@ -69,13 +69,6 @@ def redact(text: str) -> str:
     return _redact_patterns(text, _USERINFO)
 
 
-def register_secrets(*values: str | None) -> None:
-    """Remember these secrets (or the secrets in these URLs) for `redact`."""
-    for value in values:
-        if value:
-            _known.update(_forms(secrets_in(value) | ({value} if "://" not in value else set())))
-
-
 def register_environment(environ: Mapping[str, str] | None = None) -> None:
     """Remember every secret the environment holds: passwords in URL-valued variables, and the whole value of
     variables named like a secret."""

@@ -51,7 +51,6 @@ class LoadStats:
     failovers: int = 0  # requests refused by one replica and taken by another
     http_s: list[float] = field(default_factory=list)  # every order request's duration, answered or failed
     cancel_candidates: set[int] = field(default_factory=set)
-    cancels_requested: int = 0
     cancels_accepted: set[int] = field(default_factory=set)
     cancel_errors: Counter[str] = field(default_factory=Counter)
     keys: dict[str, tuple[int, Decimal]] = field(default_factory=dict)  # idempotency key -> (customer, price)
@@ -62,9 +61,6 @@ class LoadStats:
     @property
     def failed(self) -> int:
         return sum(self.errors.values())
-
-    def accepted_between(self, start: float, end: float) -> list[Placed]:
-        return [p for p in self.accepted.values() if start <= p.at <= end]
 
 
 def error_kind(exc: BaseException) -> str:
@@ -311,7 +307,6 @@ class OrderLoad:
             await conn.close(timeout=2)
         for row in fulfilled:
             order_id = int(row["id"])
-            self.stats.cancels_requested += 1
             try:
                 status, _ = await self._post(http, f"/orders/{order_id}/cancel", None)
             except Exception as exc:  # noqa: BLE001

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 
 from saga_dev.load import LoadStats, OrderLoad
 
@@ -17,8 +16,6 @@ class BackgroundLoad:
     def __init__(self, load: OrderLoad, rate: float) -> None:
         self.load = load
         self.rate = rate
-        self.started_at = 0.0
-        self.stopped_at = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._failure: BaseException | None = None
@@ -28,7 +25,6 @@ class BackgroundLoad:
         return self.load.stats
 
     def start(self) -> BackgroundLoad:
-        self.started_at = time.time()
         self._thread = threading.Thread(target=self._run, name="saga-load", daemon=True)
         self._thread.start()
         return self
@@ -44,7 +40,6 @@ class BackgroundLoad:
             self._thread.join(timeout)
             if self._thread.is_alive():
                 raise TimeoutError(f"the load generator did not stop within {timeout}s")
-        self.stopped_at = time.time()
         if self._failure is not None:
             raise RuntimeError("the load generator failed") from self._failure
         return self.stats

@@ -2,7 +2,7 @@
 
     build_all(log)            # every part not yet in the cache; then the Go caches are removed
     binary("kubelet")         # the cached path of one binary
-    update_module(part)       # regenerate a wrapper module's go.mod/go.sum (when a version changes)
+    update_module(part)       # regenerate a wrapper module's go.mod/go.sum (saga-node update PART)
 
 The binaries live in CACHE/bin/<part>-<version>-<digest of go.mod and go.sum>/ (a `complete` marker says the
 part built whole), so a warm run builds nothing. Go's module and build caches are private to the node

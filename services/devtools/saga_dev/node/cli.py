@@ -5,6 +5,7 @@ saga-node up         start the node (builds first if needed); prints the KUBECON
 saga-node status     which parts run, and the node's condition
 saga-node down       stop everything and clean up (processes, mounts, namespaces)
 saga-node env        `export KUBECONFIG=...` and a PATH with the node's kubectl and helm
+saga-node update P   regenerate the wrapper module of part P (go.mod, go.sum) after its version in parts.py changed
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 
 from saga_dev.node import build, images
 from saga_dev.node.node import Node, NodeError
+from saga_dev.node.parts import PARTS
 
 
 def log(line: str) -> None:
@@ -30,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="saga-node", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("command", choices=["build", "up", "status", "down", "env"])
+    parser.add_argument("command", choices=["build", "up", "status", "down", "env", "update"])
+    parser.add_argument("part", nargs="?", choices=sorted(PARTS), help="the part `update` regenerates")
     args = parser.parse_args(argv)
     node = Node.default()
     try:
@@ -51,6 +54,11 @@ def main(argv: list[str] | None = None) -> int:
                     print(node.kubectl("get", "nodes", "-o", "wide"))
             case "down":
                 node.down(log)
+            case "update":
+                if args.part is None:
+                    parser.error("update needs the part whose module to regenerate")
+                build.update_module(PARTS[args.part], log)
+                log(f"k8s/node/modules/{args.part} regenerated; `saga-node build` builds the new version")
             case "env":
                 print(f"export KUBECONFIG={node.kubeconfig}")
                 print(f"export PATH={build.binary('kubectl').parent}:{build.binary('helm').parent}:$PATH")
