@@ -9,6 +9,7 @@ insist on sending the whole body first); every loop is bounded in count and in t
 from __future__ import annotations
 
 import asyncio
+import http.client
 import select
 import socket
 import time
@@ -70,32 +71,12 @@ def head(method: str, path: str, *headers: str) -> bytes:
 
 
 def read_response(sock: socket.socket, timeout: float = 10) -> tuple[int, str]:
-    """The status and the raw text of the answer (up to the close, or as much as arrives within `timeout`)."""
+    """The status and the text of the answer: its head, and the body its Content-Length announces."""
     sock.settimeout(timeout)
-    data = b""
-    deadline = time.monotonic() + timeout
-    while b"\r\n\r\n" not in data and time.monotonic() < deadline:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    assert data.startswith(b"HTTP/1.1 "), f"no HTTP answer: {data[:200]!r}"
-    # The head and the body may come in separate segments: read the body its Content-Length announces.
-    head_part, _, body = data.partition(b"\r\n\r\n")
-    length = next(
-        (
-            int(line.split(b":", 1)[1])
-            for line in head_part.split(b"\r\n")
-            if line.lower().startswith(b"content-length:")
-        ),
-        0,
-    )
-    while len(body) < length and time.monotonic() < deadline:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        body += chunk
-    return int(data.split(b" ", 2)[1]), (head_part + b"\r\n\r\n" + body).decode("latin-1")
+    response = http.client.HTTPResponse(sock)
+    response.begin()
+    text = f"HTTP/1.1 {response.status} {response.reason}\r\n{response.headers}{response.read().decode('latin-1')}"
+    return response.status, text
 
 
 def stream_until_refused(sock: socket.socket, chunk: bytes, *, max_chunks: int, max_s: float) -> int:

@@ -9,7 +9,6 @@ these users, the topology coming from the definitions alone.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import json
@@ -143,8 +142,9 @@ async def refused(operation: Callable[[AbstractChannel], Awaitable[object]], con
     channel = await connection.channel(publisher_confirms=True)
     try:
         await operation(channel)
-        await asyncio.sleep(0.2)  # an asynchronous channel error (publish) arrives after the call returns
-        await channel.declare_exchange("saga.events", passive=True)  # round trip: the error has arrived by now
+        # A round trip: the broker answers a channel's frames in order, so a refusal of the operation (a
+        # publish's comes asynchronously) closes the channel before this is answered, and fails it.
+        await channel.declare_exchange("saga.events", passive=True)
     except aiormq.exceptions.ChannelAccessRefused as exc:
         return str(exc)
     finally:
