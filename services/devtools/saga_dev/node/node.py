@@ -26,7 +26,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import threading
@@ -40,7 +39,7 @@ from typing import Any
 from saga_dev.node.build import binary
 from saga_dev.node.images import HELPER, PAUSE, Archive
 from saga_dev.node.parts import KUBERNETES_VERSION
-from saga_dev.probes import pid_alive
+from saga_dev.probes import pid_alive, port_open
 
 NODE_NAME = "saga-node"
 NETNS = "saga-node"
@@ -297,12 +296,11 @@ class Node:
         return seconds
 
     def _require_port_free(self) -> None:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", self.api_port)) == 0:
-                raise NodeError(
-                    f"127.0.0.1:{self.api_port} is in use by something that is not this node: "
-                    "set SAGA_NODE_API_PORT to a free port"
-                )
+        if port_open(self.api_port):
+            raise NodeError(
+                f"127.0.0.1:{self.api_port} is in use by something that is not this node: "
+                "set SAGA_NODE_API_PORT to a free port"
+            )
 
     def _network(self, log: Log) -> None:
         ip = ["ip", "-n", NETNS]
