@@ -39,13 +39,8 @@ class Capture:
     async def settle(self, quiet_s: float = 0.5, timeout: float = 30) -> list[AbstractIncomingMessage]:
         """Keep collecting until nothing new arrives for `quiet_s`."""
 
-        async def take_what_is_there() -> int:
-            while (message := await self.queue.get(fail=False, no_ack=True)) is not None:
-                self.messages.append(message)
-            return len(self.messages)
-
-        await eventually(take_what_is_there, until=unchanged_for(quiet_s), timeout=timeout, interval=0.02,
-                         what=f"no new message for {quiet_s}s")  # fmt: skip
+        await eventually(lambda: _take_ready(self.queue, self.messages), until=unchanged_for(quiet_s),
+                         timeout=timeout, interval=0.02, what=f"no new message for {quiet_s}s")  # fmt: skip
         return self.messages
 
 
@@ -103,15 +98,19 @@ async def take_messages(
     """Up to `count` messages from `queue`, waiting at most `timeout` for them (fewer if they do not come).
     `ack=False` only looks: unacked, they go back to the queue when its channel closes."""
     found: list[AbstractIncomingMessage] = []
-
-    async def take_what_is_there() -> int:
-        while len(found) < count and (message := await queue.get(fail=False, no_ack=ack)) is not None:
-            found.append(message)
-        return len(found)
-
     with contextlib.suppress(TimedOut):  # fewer than `count`: the caller says what it missed
-        await eventually(take_what_is_there, until=lambda taken: taken >= count, timeout=timeout, interval=0.02)
+        await eventually(lambda: _take_ready(queue, found, up_to=count, ack=ack), until=lambda taken: taken >= count,
+                         timeout=timeout, interval=0.02)  # fmt: skip
     return found
+
+
+async def _take_ready(
+    queue: AbstractQueue, into: list[AbstractIncomingMessage], *, up_to: int | None = None, ack: bool = True
+) -> int:
+    """Move what the queue holds now into `into` (until it holds `up_to`); how many `into` holds."""
+    while (up_to is None or len(into) < up_to) and (message := await queue.get(fail=False, no_ack=ack)) is not None:
+        into.append(message)
+    return len(into)
 
 
 async def queue_depth(connection: aio_pika.abc.AbstractConnection, name: str) -> int:
