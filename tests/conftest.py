@@ -39,7 +39,6 @@ TIER_TIMEOUTS = {
     "cluster": 1200,  # the module sets its own: one release goes through every step in file order
     "upgrade": 420,  # the one rolling upgrade, about 50 s
 }
-TIERS = set(TIER_TIMEOUTS)
 # The tiers that talk to the machine's PostgreSQL and RabbitMQ (the others bring their own or need none).
 INFRASTRUCTURE_TIERS = {"integration", "e2e", "observability", "chaos", "perf", "upgrade"}
 # Where the private servers keep their data between sessions (initdb once; a session then starts in seconds).
@@ -50,7 +49,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """A test's tier is its folder: tests/<tier>/... gets the marker <tier>, and the tier's time limit."""
     for item in items:
         tier = tier_of(item)
-        if tier in TIERS:
+        if tier in TIER_TIMEOUTS:
             item.add_marker(getattr(pytest.mark, tier))
             if item.get_closest_marker("timeout") is None:
                 item.add_marker(pytest.mark.timeout(TIER_TIMEOUTS[tier]))

@@ -62,5 +62,5 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if not RESULTS:
         return
     terminalreporter.section("chaos: figures per scenario")
-    terminalreporter.write_line(format_table(RESULTS))
+    terminalreporter.write_line(format_table(RESULTS.values()))
     terminalreporter.write_line(f"(seed {SEED}; written to {RESULTS_PATH})")

@@ -61,8 +61,8 @@ def identity() -> Iterator[LocalIdentity]:
 def fuzzed_services(identity: LocalIdentity) -> Iterator[dict[str, ServiceProcess]]:
     env = SagaEnvironment.create()
     auth_env = identity.service_env()
-    customer = ServiceProcess("customer_service", env.databases.customer_url, env.broker_url, extra_env=auth_env)
-    order = ServiceProcess("order_service", env.databases.order_url, env.broker_url, extra_env=auth_env)
+    customer = env.customer_service(extra_env=auth_env)
+    order = env.order_service(extra_env=auth_env)
     try:
         customer.start()
         order.start()

@@ -9,13 +9,12 @@ addresses (127.0.0.2:5432, 127.0.0.3:5672, 127.0.0.4:4318).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
 
 from saga_dev.docker_engine import DockerEngine
-from tests.support.compose import Compose, say
+from tests.support.compose import Compose
 
 
 @pytest.fixture(scope="session")
@@ -27,17 +26,12 @@ def engine(engine: DockerEngine) -> DockerEngine:
 
 
 @pytest.fixture
-def project_name() -> str:
-    return f"saga-compose-test-{os.getpid()}"
-
-
-@pytest.fixture
 def new_compose(engine: DockerEngine) -> Iterator[object]:
     """Compose projects made by a test, each torn down (down -v) at its end whatever happened."""
     made: list[Compose] = []
 
-    def make(project: str, files: list | None = None) -> Compose:
-        compose = Compose(engine, project, report=say) if files is None else Compose(engine, project, files, say)
+    def make(project: str, files: list) -> Compose:
+        compose = Compose(engine, project, files)
         made.append(compose)
         return compose
 

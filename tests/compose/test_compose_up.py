@@ -28,7 +28,7 @@ def stack(engine: DockerEngine) -> Iterator[Compose]:
     busy = busy_ports()
     if busy:
         pytest.fail(f"the compose stack needs these addresses, already in use on this machine: {', '.join(busy)}")
-    compose = Compose(engine, "saga-compose-test", report=say)
+    compose = Compose(engine, "saga-compose-test")
     networks_before = set(engine.docker("network", "ls", "--quiet").split())
     result, seconds = compose.up()
     try:

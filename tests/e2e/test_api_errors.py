@@ -78,8 +78,8 @@ async def test_a_database_server_that_is_full_is_a_503_to_retry_not_a_500(saga_e
 
 async def test_json_numbers_that_are_not_finite_get_a_422_naming_the_field(saga_env: SagaEnvironment):
     # Python's JSON parser accepts the literals NaN, Infinity and -Infinity; JSON itself cannot carry them.
-    customer = ServiceProcess("customer_service", saga_env.databases.customer_url, saga_env.broker_url)
-    order = ServiceProcess("order_service", saga_env.databases.order_url, saga_env.broker_url)
+    customer = saga_env.customer_service()
+    order = saga_env.order_service()
     body = '{"customer_id": 1, "product_id": 1, "quantity": 1, "total_price": "1.00"'
     cases = [
         (order, "/orders/", body.replace('"1.00"', "NaN") + "}", "total_price"),

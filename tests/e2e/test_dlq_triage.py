@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncpg
 
-from saga_dev.localstack import ServiceProcess
 from tests.support.broker import broker_tool
 from tests.support.customer_db import FAIL_RESERVATIONS, FIX_RESERVATIONS
 from tests.support.saga_client import saga_client
@@ -25,10 +24,8 @@ async def dead_letters(env, count: int, *filters: str) -> list[dict]:
 
 async def test_triage_groups_filters_and_replays_with_a_dry_run_a_max_a_rate_and_a_replay_limit(saga_env):
     failing = {"SAGA_MAX_ATTEMPTS": "2", "SAGA_RETRY_DELAYS_MS": "[100]"}
-    customer = ServiceProcess(
-        "customer_service", saga_env.databases.customer_url, saga_env.broker_url, extra_env=failing
-    )
-    order = ServiceProcess("order_service", saga_env.databases.order_url, saga_env.broker_url)
+    customer = saga_env.customer_service(extra_env=failing)
+    order = saga_env.order_service()
     customer.start()
     order.start()
     conn = await asyncpg.connect(saga_env.databases.customer_url)

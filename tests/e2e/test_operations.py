@@ -66,7 +66,7 @@ async def test_wait_ends_at_its_bound_with_the_current_state(saga_env):
 
 async def test_wait_is_woken_whichever_replica_records_the_outcome(saga_env):
     async with Saga(saga_env) as (saga, client):
-        other = ServiceProcess("order_service", saga_env.databases.order_url, saga_env.broker_url)
+        other = saga_env.order_service()
         await asyncio.to_thread(other.start)
         try:
             customer = await client.create_customer("1000.00")

@@ -74,7 +74,7 @@ async def test_a_service_waits_on_readyz_until_its_migrations_have_run(saga_env)
     """The chart's migration Job runs beside the rollout: a pod of a release whose schema is not there yet must
     not be ready (old pods keep serving), and becomes ready once `migrate` has run."""
     await asyncio.to_thread(downgrade, MIGRATIONS, saga_env.databases.order_url, "0001")
-    order = ServiceProcess("order_service", saga_env.databases.order_url, saga_env.broker_url)
+    order = saga_env.order_service()
     await asyncio.to_thread(order.start, False)
     try:
         async with httpx.AsyncClient(timeout=5) as http:

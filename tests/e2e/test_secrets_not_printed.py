@@ -53,7 +53,7 @@ def _database_cases(server: str) -> list[tuple[str, str, str, str]]:
 
 
 def _env(saga_env: SagaEnvironment, **overrides: str) -> dict[str, str]:
-    env = ServiceProcess("order_service", saga_env.databases.order_url, saga_env.broker_url).env()
+    env = saga_env.order_service().env()
     env.update(overrides)
     return env
 

@@ -27,8 +27,8 @@ async def raw_request(service: ServiceProcess, head: bytes, body: bytes = b"") -
 
 
 async def test_nul_and_lone_surrogates_in_strings_are_a_422_not_a_500(saga_env: SagaEnvironment):
-    customer = ServiceProcess("customer_service", saga_env.databases.customer_url, saga_env.broker_url)
-    order = ServiceProcess("order_service", saga_env.databases.order_url, saga_env.broker_url)
+    customer = saga_env.customer_service()
+    order = saga_env.order_service()
     # (service, path, JSON text as sent (the escapes are JSON's), the field the 422 must name, what it says)
     bodies = [
         (customer, "/customers", '{"name": "a\\u0000b", "balance": "1.00"}', "name", "NUL"),

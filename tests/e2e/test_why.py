@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 import asyncpg
 import httpx
 
-from saga_dev.localstack import SagaEnvironment, ServiceProcess
+from saga_dev.localstack import SagaEnvironment
 from tests.support.customer_db import FAIL_RESERVATIONS, FIX_RESERVATIONS
 from tests.support.saga_client import SagaClient, saga_client
 from tests.support.sagactl import sagactl
@@ -25,10 +25,8 @@ UNREACHABLE_BROKER = "amqp://guest:guest@127.0.0.1:1/"
 class Stack:
     def __init__(self, env: SagaEnvironment, order_env: dict | None = None, customer_env: dict | None = None):
         self.env = env
-        self.order = ServiceProcess("order_service", env.databases.order_url, env.broker_url, extra_env=order_env or {})
-        self.customer = ServiceProcess(
-            "customer_service", env.databases.customer_url, env.broker_url, extra_env=customer_env or {}
-        )
+        self.order = env.order_service(extra_env=order_env or {})
+        self.customer = env.customer_service(extra_env=customer_env or {})
 
     def why(self, order_id: int, expect_code: int = 3, **extra_env: str) -> dict:
         """The real `sagactl why --json`, pointed at this stack's services."""

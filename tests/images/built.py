@@ -13,7 +13,6 @@ OUR_IMAGES = ("saga/order-service", "saga/customer-service")
 @dataclass
 class BuiltImages:
     engine: DockerEngine
-    python_image: str
     seconds: float
 
     def size_mb(self, image: str) -> float:

@@ -43,7 +43,7 @@ def images(engine: DockerEngine) -> BuiltImages:
         timeout=1200,
     )
     assert result.returncode == 0, f"make images failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
-    built = BuiltImages(engine, python_image, time.monotonic() - started)
+    built = BuiltImages(engine, time.monotonic() - started)
     sizes = ", ".join(
         f"{image}:{IMAGE_TAG} {built.size_mb(f'{image}:{IMAGE_TAG}'):.0f} MB" for image in sorted(OUR_IMAGES)
     )

@@ -93,7 +93,7 @@ async def test_a_failing_message_does_not_fail_its_batch_neighbours(saga_env, ru
     try:
         (customer,) = await new_customers(conn, "1000.00")
         orders = [OrderCreated(order_id=n, customer_id=customer, amount=Decimal("10")) for n in range(1, 13)]
-        async with broker_tool(saga_env.broker_url, default_topology((100,))) as broker:
+        async with broker_tool(saga_env.broker_url, default_topology(retry_delays_ms=(100,))) as broker:
             async with broker.capture("order.fulfilled", "order.rejected") as answers:
                 for event in orders:
                     await broker.publish_event(event)

@@ -18,7 +18,8 @@ from saga_common.messaging.consumer import (
     SOURCE_QUEUE_HEADER,
 )
 from tests.support.broker import broker_tool, default_topology
-from tests.support.customer_db import customer_db, new_customer, reservations_for, wait_for
+from tests.support.customer_db import new_customer, reservations_for, wait_for
+from tests.support.processes import sql
 
 DEAD_LETTER = "customer-service.dead-letter"
 
@@ -40,11 +41,8 @@ async def test_a_duplicate_order_created_makes_one_reservation_and_one_answer(sa
     assert [m.type for m in answers.messages] == ["order.fulfilled"]
     rows = await reservations_for(saga_env, 41)
     assert len(rows) == 1 and rows[0]["status"] == "active" and rows[0]["amount"] == Decimal("30.00")
-    conn = await customer_db(saga_env)
-    try:
-        assert await conn.fetchval("SELECT balance FROM customers WHERE id = $1", customer) == Decimal("70.00")
-    finally:
-        await conn.close()
+    (row,) = await sql(saga_env.databases.customer_url, "SELECT balance FROM customers WHERE id = $1", customer)
+    assert row["balance"] == Decimal("70.00")
 
 
 @pytest.mark.parametrize(
@@ -92,7 +90,7 @@ async def test_a_failing_handler_is_retried_with_back_off_then_succeeds(saga_env
             raise RuntimeError("downstream hiccup")
         await on_order_created(tx, event)
 
-    async with broker_tool(saga_env.broker_url, default_topology((200, 400))) as broker:
+    async with broker_tool(saga_env.broker_url, default_topology(retry_delays_ms=(200, 400))) as broker:
         async with runtimes(
             CUSTOMER_SERVICE, handlers={"order.created": flaky}, retry_delays_ms=[200, 400], max_attempts=5
         ):
@@ -111,7 +109,7 @@ async def test_a_handler_that_always_fails_ends_in_the_dead_letter_queue(saga_en
         calls.append(event.message_id)
         raise ValueError("a bug in the handler")
 
-    async with broker_tool(saga_env.broker_url, default_topology((100,))) as broker:
+    async with broker_tool(saga_env.broker_url, default_topology(retry_delays_ms=(100,))) as broker:
         async with runtimes(
             CUSTOMER_SERVICE, handlers={"order.created": broken}, retry_delays_ms=[100], max_attempts=3
         ):

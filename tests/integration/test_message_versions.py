@@ -59,7 +59,7 @@ async def test_a_newer_version_is_held_back_without_an_attempt_and_blocks_nothin
     v3 |= {"version": 3, "amount": {"value": "1.00", "currency": "EUR", "tax": "0.19"}}
     held = metrics.MESSAGES_CONSUMED.labels("order.created", "held_back")
     held_before = held._value.get()
-    async with broker_tool(saga_env.broker_url, default_topology((100, 300))) as broker:
+    async with broker_tool(saga_env.broker_url, default_topology(retry_delays_ms=(100, 300))) as broker:
         # max_attempts=1: a message that used up an attempt would be dead-lettered at its first failure.
         async with runtimes(CUSTOMER_SERVICE, retry_delays_ms=[100, 300], max_attempts=1, newer_version_hold_s=1.5):
             await broker.publish_raw(json.dumps(v3).encode(), "order.created", message_id="v3-1")

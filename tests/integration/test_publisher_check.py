@@ -84,7 +84,7 @@ async def test_a_retried_copy_and_a_replayed_dead_letter_of_the_owner_still_pass
     retried = OrderCreated(order_id=511, customer_id=customer, amount=Decimal("10.00"))
     replayed = OrderCreated(order_id=512, customer_id=customer, amount=Decimal("10.00"))
     settings = CHECKED | {"retry_delays_ms": [100], "max_attempts": 2}
-    async with broker_tool(saga_env.broker_url, default_topology((100,))) as broker:
+    async with broker_tool(saga_env.broker_url, default_topology(retry_delays_ms=(100,))) as broker:
         # Back through a delay queue (exchange "", republished under the consumer's user): still the owner's.
         async with runtimes(CUSTOMER_SERVICE, handlers={"order.created": flaky}, **settings):
             await broker.publish_event(retried, user_id="guest")

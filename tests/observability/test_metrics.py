@@ -8,7 +8,6 @@ import asyncio
 import shutil
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -20,6 +19,7 @@ from saga_dev.system_packages import fix_for
 from tests.support.promql import (
     DASHBOARDS_DIR,
     dashboard_expressions,
+    dashboard_files,
     located_expressions,
     metric_names_in_expression,
     substitute_variables,
@@ -186,7 +186,7 @@ async def test_a_real_prometheus_scrapes_both_services_and_the_dashboards_get_da
     # Every query of every dashboard evaluates in a real Prometheus (ranges shortened to this test's life).
     short = {"__rate_interval": "20s", "__interval": "5s", "__range": "1m"}
     overview = DASHBOARDS_DIR / "saga-overview.json"
-    for path in sorted(DASHBOARDS_DIR.glob("*.json")):
+    for path in dashboard_files():
         for expression in dashboard_expressions(path):
             query(prometheus, _short_ranges(substitute_variables(expression.expr), short))
     # The saga panels of the overview return data.
@@ -213,7 +213,7 @@ def _short_ranges(expr: str, ranges: dict[str, str]) -> str:
 
 
 def test_the_dashboards_exist() -> None:
-    assert sorted(p.name for p in Path(DASHBOARDS_DIR).glob("*.json")) == [
+    assert [path.name for path in dashboard_files()] == [
         "customer-service.json",
         "order-service.json",
         "saga-overview.json",

@@ -175,9 +175,7 @@ def _sample(exposition: str, name: str) -> float:
 
 async def test_a_saga_published_after_an_order_service_restart_is_still_one_trace(saga_env, otlp_receiver):
     extra = tracing_env(otlp_receiver)
-    customer_service = ServiceProcess(
-        "customer_service", saga_env.databases.customer_url, saga_env.broker_url, extra_env=extra
-    ).start()
+    customer_service = saga_env.customer_service(extra_env=extra).start()
     # First life: the broker is unreachable, so the order waits in the outbox.
     offline = ServiceProcess(
         "order_service", saga_env.databases.order_url, "amqp://guest:guest@127.0.0.1:1/", extra_env=extra
@@ -193,7 +191,7 @@ async def test_a_saga_published_after_an_order_service_restart_is_still_one_trac
             offline.stop()
             assert "order-service stopped" in offline.log_text(), "the first life did not shut down gracefully"
             # Second life, another process: its relay publishes the row with the context stored with it.
-            second = ServiceProcess("order_service", saga_env.databases.order_url, saga_env.broker_url, extra_env=extra)
+            second = saga_env.order_service(extra_env=extra)
             second.port = offline.port
             second.start()
             done = await client.wait_for_status(created["id"], TERMINAL)
@@ -247,15 +245,10 @@ async def test_logs_are_json_lines_with_the_trace_span_and_order(saga, otlp_rece
 
 async def test_consumer_spans_can_start_a_linked_trace_instead(saga_env, otlp_receiver):
     extra = tracing_env(otlp_receiver)
-    customer_service = ServiceProcess(
-        "customer_service",
-        saga_env.databases.customer_url,
-        saga_env.broker_url,
+    customer_service = saga_env.customer_service(
         extra_env=extra | {"SAGA_TRACE_CONSUMER_PARENT": "link"},
     ).start()
-    order_service = ServiceProcess(
-        "order_service", saga_env.databases.order_url, saga_env.broker_url, extra_env=extra
-    ).start()
+    order_service = saga_env.order_service(extra_env=extra).start()
     try:
         async with httpx.AsyncClient(timeout=10) as http:
             client = SagaClient(order_service.base_url, customer_service.base_url, http)
@@ -291,12 +284,8 @@ async def test_with_sampling_a_sampled_saga_is_whole_and_an_unsampled_one_export
         "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
         "OTEL_TRACES_SAMPLER_ARG": "0.5",
     }
-    customer_service = ServiceProcess(
-        "customer_service", saga_env.databases.customer_url, saga_env.broker_url, extra_env=extra
-    ).start()
-    order_service = ServiceProcess(
-        "order_service", saga_env.databases.order_url, saga_env.broker_url, extra_env=extra
-    ).start()
+    customer_service = saga_env.customer_service(extra_env=extra).start()
+    order_service = saga_env.order_service(extra_env=extra).start()
     try:
         async with httpx.AsyncClient(timeout=10) as http:
             client = SagaClient(order_service.base_url, customer_service.base_url, http)

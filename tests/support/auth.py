@@ -47,8 +47,7 @@ def claims(**overrides: Any) -> dict[str, Any]:
 
 
 def sign(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, kid: str, **overrides: Any) -> str:
-    algorithm = "RS256" if isinstance(key, rsa.RSAPrivateKey) else "ES256"
-    return jwt.encode(claims(**overrides), key, algorithm=algorithm, headers={"kid": kid})
+    return sign_claims(key, kid, claims(**overrides))
 
 
 def sign_claims(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, kid: str, payload: dict[str, Any]) -> str:

@@ -6,6 +6,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 import aio_pika
@@ -13,15 +14,16 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 
 from saga_common.contract.messages import Event
 from saga_common.contract.topology import Topology
+from saga_dev import asyncapi
 from tests.support.waiting import TimedOut, eventually, unchanged_for
 
 EXCHANGE = "saga.events"
 
 
-def default_topology(retry_delays_ms: tuple[int, ...] = (500, 2000, 10000), delivery_limit: int = 20) -> Topology:
-    return Topology(
-        exchange=EXCHANGE, queue_type="quorum", delivery_limit=delivery_limit, retry_delays_ms=retry_delays_ms
-    )
+def default_topology(**changes: Any) -> Topology:
+    """The services' topology at their default settings (as docs/asyncapi.yaml describes it), with a test's changes
+    (`retry_delays_ms=(100,)`, `delivery_limit=2`)."""
+    return replace(asyncapi.default_topology(), **changes)
 
 
 class Capture:
@@ -49,10 +51,8 @@ class BrokerTool:
         self.connection = connection
         self.channel = channel
 
-    async def publish_event(self, event: Event, *, message_id: str | None = None, **properties: Any) -> None:
-        await self.publish_raw(
-            event.to_json(), event.routing_key, message_id=message_id or str(event.message_id), **properties
-        )
+    async def publish_event(self, event: Event, **properties: Any) -> None:
+        await self.publish_raw(event.to_json(), event.routing_key, message_id=str(event.message_id), **properties)
 
     async def publish_raw(
         self,

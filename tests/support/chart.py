@@ -60,17 +60,13 @@ class Rendered:
     def of_kind(self, kind: str) -> list[dict[str, Any]]:
         return [obj for obj in self.objects if obj["kind"] == kind]
 
-    def get(self, kind: str, name: str) -> dict[str, Any]:
-        for obj in self.of_kind(kind):
-            if obj["metadata"]["name"] == name:
-                return obj
-        raise KeyError(f"no {kind}/{name} in the rendered chart")
-
     def find(self, kind: str, name: str) -> dict[str, Any] | None:
-        try:
-            return self.get(kind, name)
-        except KeyError:
-            return None
+        return next((obj for obj in self.of_kind(kind) if obj["metadata"]["name"] == name), None)
+
+    def get(self, kind: str, name: str) -> dict[str, Any]:
+        if (found := self.find(kind, name)) is None:
+            raise KeyError(f"no {kind}/{name} in the rendered chart")
+        return found
 
     @property
     def names(self) -> set[tuple[str, str]]:

@@ -48,22 +48,21 @@ class ClusterUnderTest:
     kubeconfig: Path | None = None
     context: str | None = None
     values_files: list[Path] = field(default_factory=list)
-    load_images: Callable[[list[str]], None] = lambda refs: None
 
     # -- commands ---------------------------------------------------------------------------------------
 
-    def base_args(self) -> list[str]:
+    def base_args(self, context_flag: str = "--context") -> list[str]:
+        """Which cluster: kubectl names the context's flag --context, helm --kube-context."""
         args = []
         if self.kubeconfig:
             args.append(f"--kubeconfig={self.kubeconfig}")
         if self.context:
-            args.append(f"--context={self.context}")
+            args.append(f"{context_flag}={self.context}")
         return args
 
-    def kubectl(self, *args: str, input: str | None = None, timeout: float = 120, check: bool = True) -> str:
+    def kubectl(self, *args: str, timeout: float = 120, check: bool = True) -> str:
         result = subprocess.run(
             [self.kubectl_bin, *self.base_args(), *args],
-            input=input,
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -77,13 +76,12 @@ class ClusterUnderTest:
         return json.loads(self.kubectl(*args, "-o", "json"))
 
     def helm(self, *args: str, timeout: float = 900, check: bool = True) -> subprocess.CompletedProcess[str]:
-        base = []
-        if self.kubeconfig:
-            base.append(f"--kubeconfig={self.kubeconfig}")
-        if self.context:
-            base.append(f"--kube-context={self.context}")
         result = subprocess.run(
-            [self.helm_bin, *base, *args], capture_output=True, text=True, timeout=timeout, check=False
+            [self.helm_bin, *self.base_args("--kube-context"), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
         if check and result.returncode != 0:
             raise ClusterFailure(f"helm {' '.join(args)} failed:\n{result.stderr.strip() or result.stdout}")

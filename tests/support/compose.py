@@ -56,7 +56,6 @@ class Compose:
     engine: DockerEngine
     project: str
     files: list[Path] = field(default_factory=lambda: [USER_FILE, OVERRIDE])
-    report: object = print
 
     def command(self, *args: str) -> list[str]:
         files = [arg for path in self.files for arg in ("--file", str(path))]

@@ -6,6 +6,7 @@ from decimal import Decimal
 
 import asyncpg
 
+from tests.support.processes import sql
 from tests.support.waiting import eventually
 
 # A bug shipped in the customer service's database (every reservation fails), and its fix.
@@ -17,26 +18,14 @@ FAIL_RESERVATIONS = """
 FIX_RESERVATIONS = "DROP TRIGGER injected_failure ON reservations; DROP FUNCTION injected_failure();"
 
 
-async def customer_db(saga_env) -> asyncpg.Connection:
-    return await asyncpg.connect(saga_env.databases.customer_url)
-
-
 async def new_customer(saga_env, balance: str) -> int:
-    conn = await customer_db(saga_env)
-    try:
-        return await conn.fetchval(
-            "INSERT INTO customers (name, balance) VALUES ('t', $1) RETURNING id", Decimal(balance)
-        )
-    finally:
-        await conn.close()
+    query = "INSERT INTO customers (name, balance) VALUES ('t', $1) RETURNING id"
+    (row,) = await sql(saga_env.databases.customer_url, query, Decimal(balance))
+    return row["id"]
 
 
 async def reservations_for(saga_env, order_id: int) -> list[asyncpg.Record]:
-    conn = await customer_db(saga_env)
-    try:
-        return await conn.fetch("SELECT * FROM reservations WHERE order_id = $1", order_id)
-    finally:
-        await conn.close()
+    return await sql(saga_env.databases.customer_url, "SELECT * FROM reservations WHERE order_id = $1", order_id)
 
 
 async def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -12,14 +11,6 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
 
 from saga_dev.bench.otlp_sink import OtlpSink
 from tests.support.waiting import wait_until
-
-KINDS = {
-    ProtoSpan.SPAN_KIND_INTERNAL: "internal",
-    ProtoSpan.SPAN_KIND_SERVER: "server",
-    ProtoSpan.SPAN_KIND_CLIENT: "client",
-    ProtoSpan.SPAN_KIND_PRODUCER: "producer",
-    ProtoSpan.SPAN_KIND_CONSUMER: "consumer",
-}
 
 
 @dataclass(frozen=True)
@@ -53,7 +44,7 @@ def decode(body: bytes) -> list[ReceivedSpan]:
                         service=str(resource.get("service.name")),
                         instance=str(resource.get("service.instance.id")),
                         name=span.name,
-                        kind=KINDS.get(span.kind, str(span.kind)),
+                        kind=ProtoSpan.SpanKind.Name(span.kind).removeprefix("SPAN_KIND_").lower(),
                         trace_id=span.trace_id.hex(),
                         span_id=span.span_id.hex(),
                         parent_span_id=span.parent_span_id.hex(),
@@ -64,33 +55,15 @@ def decode(body: bytes) -> list[ReceivedSpan]:
     return spans
 
 
-class OtlpReceiver:
-    """Every span the services export, decoded."""
+class OtlpReceiver(OtlpSink):
+    """Every span the services export, decoded (list.extend is atomic: readers see whole exports)."""
 
     def __init__(self) -> None:
         self.spans: list[ReceivedSpan] = []
-        self._lock = threading.Lock()
-        self._sink = OtlpSink(self._receive)
-
-    @property
-    def endpoint(self) -> str:
-        return self._sink.endpoint
-
-    def start(self) -> OtlpReceiver:
-        self._sink.start()
-        return self
-
-    def stop(self) -> None:
-        self._sink.stop()
-
-    def _receive(self, body: bytes) -> None:
-        decoded = decode(body)
-        with self._lock:
-            self.spans.extend(decoded)
+        super().__init__(lambda body: self.spans.extend(decode(body)))
 
     def trace(self, trace_id: str) -> list[ReceivedSpan]:
-        with self._lock:
-            return [span for span in self.spans if span.trace_id == trace_id]
+        return [span for span in self.spans if span.trace_id == trace_id]
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 15) -> None:
         wait_until(predicate, timeout=timeout, interval=0.1, what="telemetry received")

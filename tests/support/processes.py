@@ -20,12 +20,8 @@ def both_services(
 ) -> Iterator[tuple[ServiceProcess, ServiceProcess]]:
     """(order, customer) running as processes on `env`; stopped gracefully at the end. With `tls_ca`, extra_env
     gives them a certificate signed by it: their APIs are HTTPS, verified with that CA."""
-    customer = ServiceProcess(
-        "customer_service", env.databases.customer_url, env.broker_url, extra_env=extra_env or {}, tls_ca=tls_ca
-    )
-    order = ServiceProcess(
-        "order_service", env.databases.order_url, env.broker_url, extra_env=extra_env or {}, tls_ca=tls_ca
-    )
+    customer = env.customer_service(extra_env=extra_env or {}, tls_ca=tls_ca)
+    order = env.order_service(extra_env=extra_env or {}, tls_ca=tls_ca)
     customer.start()
     try:
         order.start()
@@ -42,10 +38,8 @@ class Saga:
 
     def __init__(self, env: SagaEnvironment, order_env: dict | None = None, customer_env: dict | None = None):
         self.env = env
-        self.customer = ServiceProcess(
-            "customer_service", env.databases.customer_url, env.broker_url, extra_env=customer_env or {}
-        )
-        self.order = ServiceProcess("order_service", env.databases.order_url, env.broker_url, extra_env=order_env or {})
+        self.customer = env.customer_service(extra_env=customer_env or {})
+        self.order = env.order_service(extra_env=order_env or {})
 
     async def __aenter__(self) -> tuple[Saga, SagaClient]:
         await asyncio.to_thread(self.customer.start)

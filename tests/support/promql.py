@@ -68,9 +68,8 @@ class Expression:
         return f"{self.source.name}: {self.where}"
 
 
-def substitute_variables(expr: str, variables: Mapping[str, str] | None = None) -> str:
+def substitute_variables(expr: str) -> str:
     """Replace Grafana's `$var`, `${var}`, `${var:format}` and `[[var]]` by values that parse."""
-    values = {**DEFAULT_VARIABLES, **(variables or {})}
 
     def value(match: re.Match[str]) -> str:
         name = next(group for group in match.groups() if group)
@@ -78,21 +77,21 @@ def substitute_variables(expr: str, variables: Mapping[str, str] | None = None) 
             return GRAFANA_BUILTINS[name]
         if name.startswith("__"):
             raise ValueError(f"unknown Grafana built-in variable ${name} in {expr!r}")
-        return values.get(name, PLACEHOLDER)
+        return DEFAULT_VARIABLES.get(name, PLACEHOLDER)
 
     return _VARIABLE.sub(value, expr)
 
 
-def parse(expr: str, variables: Mapping[str, str] | None = None) -> promql_parser.Expr:
+def parse(expr: str) -> promql_parser.Expr:
     """Parse `expr` (Grafana variables substituted first); raises ValueError naming the expression."""
-    text = substitute_variables(expr, variables)
+    text = substitute_variables(expr)
     try:
         return promql_parser.parse(text)
     except ValueError as exc:
         raise ValueError(f"{exc} in {text!r}") from None
 
 
-def selectors_in_expression(expr: str, variables: Mapping[str, str] | None = None) -> list[tuple[str, set[str]]]:
+def selectors_in_expression(expr: str) -> list[tuple[str, set[str]]]:
     """Every vector selector of `expr` as (metric name, label names its matchers use)."""
     found: list[tuple[str, set[str]]] = []
 
@@ -114,13 +113,13 @@ def selectors_in_expression(expr: str, variables: Mapping[str, str] | None = Non
             raise ValueError(f"{expr!r} has a selector without a metric name ({node})")
         found.append((name, labels))
 
-    promql_parser.walk(parse(expr, variables), visit)
+    promql_parser.walk(parse(expr), visit)
     return found
 
 
-def metric_names_in_expression(expr: str, variables: Mapping[str, str] | None = None) -> set[str]:
+def metric_names_in_expression(expr: str) -> set[str]:
     """The metric names `expr` reads, as exposed (`saga_finished_total`, `saga_duration_seconds_bucket`)."""
-    return {name for name, _ in selectors_in_expression(expr, variables)}
+    return {name for name, _ in selectors_in_expression(expr)}
 
 
 def dashboard_files() -> list[Path]:

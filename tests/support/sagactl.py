@@ -19,7 +19,6 @@ def sagactl(
     *args: str,
     order_url: str | None = None,
     extra_env: dict[str, str] | None = None,
-    input_text: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SAGA_"))}
     environ.update(
@@ -29,10 +28,10 @@ def sagactl(
         ORDER_SERVICE_URL=order_url or "http://127.0.0.1:1",
     )
     environ.update(extra_env or {})
-    return subprocess.run([SAGACTL, *args], env=environ, capture_output=True, text=True, timeout=60, input=input_text)
+    return subprocess.run([SAGACTL, *args], env=environ, capture_output=True, text=True, timeout=60)
 
 
-def sagactl_json(env: SagaEnvironment, *args: str, expect_code: int = 0, **kwargs: Any) -> Any:
+def sagactl_json(env: SagaEnvironment, *args: str, **kwargs: Any) -> Any:
     result = sagactl(env, *args, "--json", **kwargs)
-    assert result.returncode == expect_code, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
     return json.loads(result.stdout)

@@ -50,13 +50,9 @@ def _reset(writer: asyncio.StreamWriter | None) -> None:
 
 
 class TcpProxy:
-    def __init__(self, target_port: int, *, target_host: str = HOST, name: str = "", listen_port: int = 0) -> None:
-        if target_host not in {"127.0.0.1", "localhost"}:
-            raise ValueError("the chaos proxy only relays to 127.0.0.1")
+    def __init__(self, target_port: int, *, name: str = "") -> None:
         self.name = name or f"proxy->{target_port}"
-        self.target_host = target_host
         self.target_port = target_port
-        self._listen_port = listen_port
         self.port = 0
         self.state = ProxyState.OPEN
         self.bytes_held_up = 0  # client bytes a partition is holding back from the target
@@ -100,7 +96,7 @@ class TcpProxy:
     async def _start(self) -> None:
         self._flowing = asyncio.Event()
         self._flowing.set()
-        self._server = await asyncio.start_server(self._accept, HOST, self._listen_port, reuse_address=True)
+        self._server = await asyncio.start_server(self._accept, HOST, 0, reuse_address=True)
         self.port = int(self._server.sockets[0].getsockname()[1])
 
     async def _set(self, state: ProxyState) -> None:
@@ -134,9 +130,7 @@ class TcpProxy:
             await self._flowing.wait()  # a partition holds new connections too
             if pair not in self._pairs:
                 return
-            up_reader, up_writer = await asyncio.wait_for(
-                asyncio.open_connection(self.target_host, self.target_port), 5
-            )
+            up_reader, up_writer = await asyncio.wait_for(asyncio.open_connection(HOST, self.target_port), 5)
         except (OSError, TimeoutError):
             self._drop(pair)  # the target is down: the client sees its connection reset
             return

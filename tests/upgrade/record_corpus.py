@@ -16,11 +16,9 @@ import os
 import tempfile
 from pathlib import Path
 
-import httpx
-
-from saga_dev.localstack import Databases, SagaEnvironment, ServiceProcess, Vhost, local_servers, unique_name
+from saga_dev.localstack import Databases, SagaEnvironment, Vhost, local_servers, unique_name
 from tests.support.broker import broker_tool
-from tests.support.saga_client import SagaClient
+from tests.support.processes import Saga
 from tests.upgrade.release import Release, revision_before_v2
 
 CORPUS = Path(__file__).resolve().parents[1] / "unit" / "data" / "contract-v1"
@@ -28,26 +26,17 @@ TYPES = ("order.created", "order.fulfilled", "order.rejected", "order.cancelled"
 
 
 async def record(release: Release, env: SagaEnvironment) -> dict[str, bytes]:
-    customer = ServiceProcess("customer_service", env.databases.customer_url, env.broker_url, extra_env=release.env())
-    order = ServiceProcess("order_service", env.databases.order_url, env.broker_url, extra_env=release.env())
     async with broker_tool(env.broker_url) as broker, broker.capture(*TYPES) as capture:
-        await asyncio.to_thread(customer.start)
-        await asyncio.to_thread(order.start)
-        try:
-            async with httpx.AsyncClient(timeout=10) as http:
-                client = SagaClient(order.base_url, customer.base_url, http)
-                rich = await client.create_customer("100.00")
-                poor = await client.create_customer("1.00")
-                fulfilled = await client.create_order(rich, "25.50")
-                await client.wait_for_status(fulfilled["id"], {"fulfilled"})
-                rejected = await client.create_order(poor, "9.99")
-                await client.wait_for_status(rejected["id"], {"rejected"})
-                assert (await client.cancel(fulfilled["id"])).status_code in (200, 202)
-                await client.wait_for_status(fulfilled["id"], {"cancelled"})
+        async with Saga(env, order_env=release.env(), customer_env=release.env()) as (_, client):
+            rich = await client.create_customer("100.00")
+            poor = await client.create_customer("1.00")
+            fulfilled = await client.create_order(rich, "25.50")
+            await client.wait_for_status(fulfilled["id"], {"fulfilled"})
+            rejected = await client.create_order(poor, "9.99")
+            await client.wait_for_status(rejected["id"], {"rejected"})
+            assert (await client.cancel(fulfilled["id"])).status_code in (200, 202)
+            await client.wait_for_status(fulfilled["id"], {"cancelled"})
             await capture.settle(1.0)
-        finally:
-            await asyncio.to_thread(order.stop)
-            await asyncio.to_thread(customer.stop)
     bodies = {message.type or "": message.body for message in capture.messages}
     assert set(bodies) == set(TYPES), sorted(bodies)
     return bodies

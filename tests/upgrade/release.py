@@ -9,6 +9,7 @@ have the same third-party dependencies; a release that changed them would need a
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -46,21 +47,13 @@ class Release:
         archive = subprocess.run(
             ["git", "archive", "--format=tar", revision, *PACKAGES], cwd=ROOT, check=True, capture_output=True
         ).stdout
-        into.mkdir(parents=True, exist_ok=True)
-        archive_path = into / "release.tar"
-        archive_path.write_bytes(archive)
-        with tarfile.open(archive_path) as tar:
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
             tar.extractall(into, filter="data")
-        archive_path.unlink()
         return cls(revision, into, time.monotonic() - started)
-
-    @property
-    def pythonpath(self) -> str:
-        return os.pathsep.join(str(self.root / package) for package in PACKAGES)
 
     def env(self) -> dict[str, str]:
         """The environment a process of this release needs on top of its settings."""
-        return {"PYTHONPATH": self.pythonpath}
+        return {"PYTHONPATH": os.pathsep.join(str(self.root / package) for package in PACKAGES)}
 
     def run(self, *args: str, env: dict[str, str]) -> str:
         """`python -m <args>` with this release's packages (e.g. its `migrate`)."""

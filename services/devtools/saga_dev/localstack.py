@@ -30,6 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import import_module
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import asyncpg
@@ -250,6 +251,14 @@ class SagaEnvironment:
                 raise
             return cls(databases, vhost.result())
 
+    def order_service(self, **options: Any) -> ServiceProcess:
+        """A process of the order service on this environment's database and vhost, not started yet."""
+        return ServiceProcess("order_service", self.databases.order_url, self.broker_url, **options)
+
+    def customer_service(self, **options: Any) -> ServiceProcess:
+        """A process of the customer service on this environment's database and vhost, not started yet."""
+        return ServiceProcess("customer_service", self.databases.customer_url, self.broker_url, **options)
+
     def destroy(self) -> None:
         self.vhost.delete()
         self.databases.drop()
@@ -354,3 +363,12 @@ class ServiceProcess:
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
+
+
+def unauthenticated_status(order: ServiceProcess, customer: ServiceProcess) -> dict[str, int]:
+    """What each service answers a POST without a token (401 when authentication is on)."""
+    body = {"customer_id": 1, "product_id": 1, "quantity": 1, "total_price": "1.00"}
+    with httpx.Client(timeout=10) as http:
+        order_answer = http.post(f"{order.base_url}/orders/", json=body)
+        customer_answer = http.post(f"{customer.base_url}/customers", json={"name": "x", "balance": "1"})
+    return {"order_service": order_answer.status_code, "customer_service": customer_answer.status_code}

@@ -10,7 +10,7 @@ import gzip
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 # An empty ExportTraceServiceResponse: the exporter only needs a 200 with a protobuf body.
 _EMPTY_RESPONSE = b""
@@ -27,7 +27,7 @@ class OtlpSink:
         assert self._server is not None
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
-    def start(self) -> OtlpSink:
+    def start(self) -> Self:
         sink = self
 
         class Handler(BaseHTTPRequestHandler):

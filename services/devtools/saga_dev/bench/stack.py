@@ -19,7 +19,7 @@ import httpx
 
 from saga_common.contract.statuses import IN_PROGRESS_STATUSES, sql_in
 from saga_dev.bench import cpu
-from saga_dev.localstack import SagaEnvironment, ServiceProcess
+from saga_dev.localstack import SagaEnvironment, ServiceProcess, unauthenticated_status
 from saga_tools.tokens import LocalIdentity
 
 # The services run as they would in production, except for INFO logs (a JSON line per saga step, which
@@ -80,12 +80,7 @@ class BenchStack:
         return self.identity.token(LOAD_SCOPES, subject="saga-bench", ttl_s=ttl_s)
 
     def unauthenticated_status(self) -> dict[str, int]:
-        """What each service answers a POST without a token (401 when authentication is on)."""
-        body = {"customer_id": 1, "product_id": 1, "quantity": 1, "total_price": "1.00"}
-        with httpx.Client(timeout=10) as http:
-            order = http.post(f"{self.orders[0].base_url}/orders/", json=body)
-            customer = http.post(f"{self.customers[0].base_url}/customers", json={"name": "x", "balance": "1"})
-        return {"order_service": order.status_code, "customer_service": customer.status_code}
+        return unauthenticated_status(self.orders[0], self.customers[0])
 
     def create_customers(self, count: int) -> list[int]:
         assert self.identity is not None
