@@ -73,5 +73,5 @@ async def test_the_checks_report_a_lost_order_a_double_charge_and_leftovers(chao
     assert f"order {cancelled}: credit 7.00 held for a cancelled order" in text  # saga_tools.invariants
     assert "money" in text or "balances" in text
     assert "customer-service.dead-letter holds 1" in text
-    assert re.search(r"outbox rows still unsent at the end, oldest for 72\d\ds", text), text  # 2 hours
+    assert re.search(r"outbox rows still unsent at the end, the oldest for 72\d\ds", text), text  # 2 hours
     assert "still in progress" in text  # no convergence measured
