@@ -125,11 +125,11 @@ class Broker:
                 log.warning("lost the RabbitMQ connection to %s; reconnecting", redact_url(url))
 
     async def _open(self, url: str, lost: asyncio.Event) -> Session:
-        connection = await aio_pika.connect(
-            URL(url).update_query(heartbeat=self._heartbeat_s, name=self._connection_name),
-            timeout=5,
-        )
+        # aio_pika.connect() would drop the Connection of a failed attempt unclosed (its __del__ then schedules
+        # the close on whatever loop is current); built here, a failed attempt is closed like any other.
+        connection = aio_pika.Connection(URL(url).update_query(heartbeat=self._heartbeat_s, name=self._connection_name))
         try:
+            await connection.connect(timeout=5)
 
             def mark_lost(*_: object) -> None:
                 lost.set()
